@@ -177,8 +177,9 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):  # noqa: D102 (documented on the class)
         y, cache = batch_norm_forward(x, weight, bias, eps)
-        ctx.save_for_backward(cache.x_hat, cache.x_centered, cache.mean, cache.var,
-                              cache.inv_std, weight)
+        ctx.save_for_backward(
+            cache.x_hat, cache.x_centered, cache.mean, cache.var, cache.inv_std, weight
+        )
         ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
         ctx.mark_non_differentiable(cache.mean, cache.var)
         return y, cache.mean, cache.var
@@ -187,8 +188,9 @@ class BatchNormFunction(torch.autograd.Function):
     def backward(ctx, grad_y, _grad_mean, _grad_var):  # noqa: D102
         x_hat, xc, mean, var, inv_std, weight = ctx.saved_tensors
         cache = ForwardCache(x_hat, xc, mean, var, inv_std)
-        grad_x, grad_w, grad_b = batch_norm_backward(grad_y, cache, weight if ctx.has_weight
-                                                     else None)
+        grad_x, grad_w, grad_b = batch_norm_backward(
+            grad_y, cache, weight if ctx.has_weight else None
+        )
         return (
             grad_x if ctx.needs_input_grad[0] else None,
             grad_w if ctx.has_weight and ctx.needs_input_grad[1] else None,
@@ -379,8 +381,9 @@ def population_statistics(
     Returns:
         ``model``.
     """
-    layers = [mod for mod in model.modules() if isinstance(mod, _NORM_TYPES)
-              and mod.track_running_stats]
+    layers = [
+        mod for mod in model.modules() if isinstance(mod, _NORM_TYPES) and mod.track_running_stats
+    ]
     if not layers:
         return model
     was_training = model.training

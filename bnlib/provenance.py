@@ -51,11 +51,19 @@ def git_revision(cwd: str | os.PathLike | None = None) -> str:
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import matplotlib
 import pytest
 import torch
+
+matplotlib.use("Agg")  # figures are drawn, never shown, in tests
 
 REPO = Path(__file__).resolve().parents[1]
 

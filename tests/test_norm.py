@@ -148,8 +148,9 @@ def test_identity_is_representable():
 
 def test_population_statistics_average_over_batches():
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(4, 3), BatchNorm(3, momentum=0.3), nn.ReLU(), nn.Linear(3, 2),
-                          nn.BatchNorm1d(2))
+    model = nn.Sequential(
+        nn.Linear(4, 3), BatchNorm(3, momentum=0.3), nn.ReLU(), nn.Linear(3, 2), nn.BatchNorm1d(2)
+    )
     x = torch.randn(1000, 4) * 2 + 1
     model.eval()
     population_statistics(model, x, batch_size=100)

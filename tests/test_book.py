@@ -1,0 +1,82 @@
+"""Checks of the built HTML book (run by `make test` after `make book`: pytest -m book)."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+HTML = REPO / "_build" / "html"
+pytestmark = pytest.mark.book
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    return [toc["root"], *(entry["file"] for entry in toc.get("chapters", []))]
+
+
+def notebook_chapters() -> list[str]:
+    """Pages that are notebooks (a jupytext header): they must show figures."""
+    return [f for f in toc_files() if "jupytext:" in (REPO / f"{f}.md").read_text()[:400]]
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.classes: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        self.classes.append(attrs.get("class") or "")
+
+
+def parse(page: str) -> tuple[_Page, str]:
+    path = HTML / f"{page}.html"
+    assert path.exists(), f"{path} was not built: run `make book` first"
+    text = path.read_text()
+    parsed = _Page()
+    parsed.feed(text)
+    return parsed, text
+
+
+@pytest.mark.parametrize("page", toc_files())
+def test_every_toc_page_is_built_without_errors(page):
+    parsed, text = parse(page)
+    assert "Traceback" not in text, f"{page}: a traceback is in the page"
+    for marker in ("output stderr", "output error", "output traceback"):
+        assert not any(marker in c for c in parsed.classes), f"{page}: has '{marker}' output"
+    assert not re.search(r"\b(Error|Exception):\s", re.sub(r"<[^>]+>", "", text)), (
+        f"{page}: an exception message is shown"
+    )
+
+
+@pytest.mark.parametrize("page", notebook_chapters())
+def test_chapter_figures_are_images_that_exist(page):
+    parsed, _ = parse(page)
+    figures = [src for src in parsed.images if "_images/" in src]
+    assert len(figures) >= 3, f"{page}: only {len(figures)} figures"
+    for src in figures:
+        assert (HTML / Path(page).parent / src).resolve().exists(), f"{page}: missing {src}"
+
+
+@pytest.mark.parametrize("page", notebook_chapters())
+def test_chapter_shows_its_provenance(page):
+    _, text = parse(page)
+    assert re.search(r"bnlib \d+\.\d+\.\d+ \(source [0-9a-f]{16}, git ", text), (
+        f"{page}: no provenance line (bnlib.setup_notebook) in the output"
+    )
+
+
+def test_bibliography_and_cross_references_resolve():
+    _, text = parse("chapters/references")
+    for author in ("Ioffe", "Bjorck", "Santurkar"):
+        assert author in text
+    _, chapter = parse("chapters/bn_algorithm")
+    assert "ioffe2015batch" not in re.sub(r"<[^>]+>", "", chapter), "unresolved citation"
