@@ -97,7 +97,8 @@ def train(
         seed: seeds the minibatch order (not the model, which the caller built).
         log_at: steps after which ``log`` is called (0 = before training); default: none.
         log: ``log(step, model, loss)`` returns a row (dict) or rows to record; ``loss`` is
-            the last minibatch loss (NaN at step 0). It should restore any mode it changes.
+            the last minibatch loss (NaN at step 0). It may switch the model to eval mode:
+            the model is put back in train mode afterwards.
 
     Returns:
         One row per logged row, with ``step`` and ``loss`` columns added, and a
@@ -119,6 +120,7 @@ def train(
         if log is None:
             return
         out = log(step, model, loss)
+        model.train()  # a log function may evaluate in eval mode; training goes on in train
         for row in [out] if isinstance(out, dict) else out:
             rows.append({"step": step, "loss": loss, "diverged": diverged, **row})
 
@@ -131,7 +133,7 @@ def train(
     ):
         loss = nn.functional.cross_entropy(model(data.x[idx]), data.y[idx])
         if not torch.isfinite(loss):
-            record(step, float(loss), True)
+            record(step, loss.item(), True)
             break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -111,7 +111,7 @@ def setup_notebook(seed: int = 0, device: str | None = None) -> dict[str, str]:
         device: ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None`` to pick the best available.
 
     Returns:
-        The provenance dict (see :func:`provenance`), also printed as one line.
+        The provenance dict (see :func:`provenance`), also printed on two lines.
     """
     from bnlib.device import seed_everything
     from bnlib.figures.style import set_style
@@ -121,7 +121,7 @@ def setup_notebook(seed: int = 0, device: str | None = None) -> dict[str, str]:
     info = provenance(device)
     print(
         f"bnlib {info['bnlib_version']} (source {info['bnlib_source']}, "
-        f"git {info['git_revision']}) | torch {info['torch_version']} | "
-        f"{info['device']} | {info['date']}"
+        f"git {info['git_revision']})\n"
+        f"torch {info['torch_version']} | {info['device']} | {info['date']}"
     )
     return info

@@ -18,7 +18,7 @@ from typing import Any
 from bnlib.provenance import __version__, source_hash
 
 MARKER = "bnlib.setup_notebook("
-STAMP = "# executed with bnlib source {digest} (a change to bnlib re-executes this page)"
+STAMP = "# stamped by the book build: bnlib source {digest}"
 
 
 def stamp_source(text: str, digest: str) -> str:

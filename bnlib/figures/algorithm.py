@@ -90,6 +90,7 @@ def running_statistics(df: pd.DataFrame) -> Figure:
         marker="o",
         markersize=4,
     )
+    sns.move_legend(left, "upper right", fontsize="x-small", title_fontsize="x-small", ncol=2)
     left.set(
         xscale="log",
         yscale="log",
@@ -102,6 +103,7 @@ def running_statistics(df: pd.DataFrame) -> Figure:
     sns.lineplot(
         acc, x="step", y="value", hue="momentum", style="metric", ax=right, marker="o", markersize=4
     )
+    sns.move_legend(right, "lower right", fontsize="x-small", title_fontsize="x-small", ncol=2)
     right.set(
         xscale="log",
         xlabel="training step",
