@@ -1,14 +1,20 @@
 """Training over on-device tensors: no DataLoader, one indexing operation per minibatch.
 
-:func:`train` trains one model with SGD and calls a logging function every ``log_every``
-steps; a run whose loss becomes NaN or infinite is recorded as diverged, never a crash.
+- :func:`train` trains one model (any ``nn.Module``) with SGD, calling a logging function
+  at chosen steps; a run whose loss becomes NaN or infinite is recorded as diverged.
+- :class:`StackedRun` trains K models of one architecture at once, as one stacked model
+  (:mod:`bnlib.models`), each with its own seed, minibatches and hyperparameters
+  (:class:`Member`), with probes (:mod:`bnlib.probes`) at chosen steps.
+
+A diverging model is a result, never a crash.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,7 +23,15 @@ from torch import nn
 
 from bnlib.data import Split
 
-__all__ = ["accuracy", "batch_indices", "log_steps", "progress_bar", "train"]
+__all__ = [
+    "Member",
+    "StackedRun",
+    "accuracy",
+    "batch_indices",
+    "log_steps",
+    "progress_bar",
+    "train",
+]
 
 
 def progress_bar(total: int, desc: str, enabled: bool | None = None):
@@ -143,3 +157,235 @@ def train(
         bar.update()
     bar.close()
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------
+# Many models at once
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """What distinguishes one model of a stacked run from the others.
+
+    Attributes:
+        lr: learning rate (> 0).
+        seed: seeds the member's initialization and its minibatch order. Members with the
+            same seed start from the same weights and see the same batches.
+        init: initialization scheme (:data:`bnlib.models.INITS`); ``None`` keeps the
+            architecture's default.
+        gain: multiplies the initialization's scale.
+        momentum, weight_decay: as in ``torch.optim.SGD`` (Adam uses ``weight_decay``).
+    """
+
+    lr: float
+    seed: int = 0
+    init: str | None = None
+    gain: float = 1.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+Probe = Callable[["StackedRun", int], list[dict]]
+
+
+class StackedRun:
+    """K models of one architecture, trained together as one stacked model.
+
+    Each member has its own initialization (seeded), its own shuffled minibatches, its
+    own hyperparameters (:class:`Member`), its own BN batch and running statistics, and
+    its own divergence status. A member whose minibatch loss becomes NaN or infinite, or
+    exceeds ``divergence_ratio`` times its first loss (Bjorck et al.'s factor of 1e3),
+    is frozen at that step (its parameters no longer change) and recorded as diverged;
+    the others go on exactly as if it were not there.
+
+    Args:
+        architecture: ``"mlp"``, ``"resnet"`` or ``"vgg"`` (:func:`bnlib.models.build_model`).
+        config: the architecture's arguments (``norm``, ``depth``, ``activation``, ...),
+            shared by all members.
+        members: one :class:`Member` per model.
+        data: the training split; moved to ``device`` once.
+        batch_size: examples per step and member.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        device: ``None`` picks the best (:func:`bnlib.device.pick_device`).
+
+    Attributes:
+        model: the stacked model (``members=K``); :func:`bnlib.models.unstack_member`
+            takes one member out.
+        step: number of updates done so far.
+        active: ``(K,)`` bool, members still training.
+        diverged_at: ``(K,)`` int64, the step at which each member diverged (-1 if not).
+    """
+
+    def __init__(
+        self,
+        architecture: str,
+        config: dict,
+        members: Sequence[Member],
+        data: Split,
+        *,
+        batch_size: int,
+        optimizer: str = "sgd",
+        device: str | torch.device | None = None,
+        divergence_ratio: float = 1e3,
+    ) -> None:
+        from bnlib.device import pick_device
+        from bnlib.models import build_model, stack_members
+        from bnlib.optim import StackedAdam, StackedSGD
+
+        if not members:
+            raise ValueError("a stacked run needs at least one member")
+        for m in members:
+            if not m.lr > 0:
+                raise ValueError(f"learning rate must be > 0, got {m.lr}")
+        self.device = pick_device(device)
+        self.members = list(members)
+        self.k = len(members)
+        self.architecture, self.config = architecture, dict(config)
+        self.batch_size, self.divergence_ratio = batch_size, divergence_ratio
+        singles = []
+        for m in members:
+            torch.manual_seed(m.seed)
+            extra = {"init": m.init} if m.init is not None else {}
+            singles.append(build_model(architecture, **self.config, **extra, gain=m.gain))
+        self.model = stack_members(singles).to(self.device)
+        self.data = Split(data.x.to(self.device), data.y.to(self.device))
+        lrs = [m.lr for m in members]
+        if optimizer == "sgd":
+            self.optimizer = StackedSGD(
+                self.model.parameters(),
+                self.k,
+                lrs,
+                [m.momentum for m in members],
+                [m.weight_decay for m in members],
+            )
+        elif optimizer == "adam":
+            self.optimizer = StackedAdam(
+                self.model.parameters(), self.k, lrs, weight_decay=[m.weight_decay for m in members]
+            )
+        else:
+            raise ValueError(f"unknown optimizer {optimizer!r}: use 'sgd' or 'adam'")
+        self.step = 0
+        self.active = torch.ones(self.k, dtype=torch.bool, device=self.device)
+        self.diverged_at = torch.full((self.k,), -1, dtype=torch.int64, device=self.device)
+        self.first_loss = torch.full((self.k,), float("nan"), device=self.device)
+        self.last_loss = torch.full((self.k,), float("nan"), device=self.device)
+        self._batches = self._member_batches()
+
+    def _member_batches(self) -> Iterator[torch.Tensor]:
+        """Per step, a ``(B, K)`` index tensor: column k is member k's minibatch, the same
+        sequence :func:`train` draws for a single model with that seed."""
+        n = len(self.data.y)
+        streams = {
+            s: batch_indices(
+                n, self.batch_size, 2**62, torch.Generator().manual_seed(s), self.device
+            )
+            for s in {m.seed for m in self.members}
+        }
+        while True:
+            drawn = {s: next(stream) for s, stream in streams.items()}
+            yield torch.stack([drawn[m.seed] for m in self.members], dim=1)
+
+    def member_table(self) -> pd.DataFrame:
+        """One row per member: ``member`` (index) and its hyperparameters."""
+        rows = [{"member": i, **asdict(m)} for i, m in enumerate(self.members)]
+        return pd.DataFrame(rows)
+
+    def losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy per member: logits ``(B, K, C)``, labels ``(B, K)`` -> ``(K,)``."""
+        per_example = nn.functional.cross_entropy(logits.permute(0, 2, 1), y, reduction="none")
+        return per_example.mean(0)
+
+    def train_step(self) -> torch.Tensor:
+        """One SGD/Adam step for every active member; returns the ``(K,)`` minibatch losses
+        (before the update). No host synchronization: cheap on a GPU."""
+        idx = next(self._batches)
+        self.model.train()
+        losses = self.losses(self.model(self.data.x[idx]), self.data.y[idx])
+        self.step += 1
+        if self.step == 1:
+            self.first_loss = losses.detach().clone()
+        bad = ~torch.isfinite(losses) | (losses > self.divergence_ratio * self.first_loss)
+        newly = bad & self.active
+        self.diverged_at = torch.where(newly, self.step, self.diverged_at)
+        self.active &= ~bad
+        self.optimizer.zero_grad()
+        torch.where(self.active, losses, 0.0).sum().backward()
+        self.optimizer.step(self.active)
+        self.last_loss = losses.detach()
+        return self.last_loss
+
+    def train(
+        self,
+        steps: int,
+        log_at: Sequence[int] = (),
+        probes: Sequence[Probe] = (),
+        desc: str = "training",
+        progress: bool | None = None,
+    ) -> pd.DataFrame:
+        """Train ``steps`` more steps; at the steps in ``log_at`` (counted from the run's
+        start; 0 = before any update) record the minibatch loss and call the probes.
+
+        Returns:
+            Tidy rows: ``step, member, metric, value`` plus any columns the probes add
+            (``layer``, ``percentile``, ...), the member's hyperparameters, and
+            ``diverged`` (the member had diverged at or before that step). The metric
+            ``loss`` is the member's minibatch loss of that step (NaN at step 0).
+        """
+        log_at = set(log_at)
+        rows: list[dict] = []
+        if self.step == 0 and 0 in log_at:
+            rows += self._log(probes)
+        bar = progress_bar(steps * self.k, f"{desc} ({self.k} models)", progress)
+        for _ in range(steps):
+            self.train_step()
+            if self.step in log_at:
+                rows += self._log(probes)
+            bar.update(self.k)
+        bar.close()
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return frame
+        diverged_at = self.diverged_at.cpu().numpy()
+        frame = frame.merge(self.member_table(), on="member", how="left")
+        at = diverged_at[frame["member"].to_numpy()]
+        frame["diverged"] = (at >= 0) & (at <= frame["step"].to_numpy())
+        return frame
+
+    def _log(self, probes: Sequence[Probe]) -> list[dict]:
+        loss = self.last_loss.cpu().tolist() if self.step else [float("nan")] * self.k
+        rows = [
+            {"step": self.step, "member": i, "metric": "loss", "value": v}
+            for i, v in enumerate(loss)
+        ]
+        for probe in probes:
+            rows += [{"step": self.step, **row} for row in probe(self, self.step)]
+        return rows
+
+    def loss_trace(self, steps: int) -> pd.DataFrame:
+        """Train ``steps`` more steps recording every member's minibatch loss and the loss
+        ratio to its previous step (the quantity whose blow-up defines divergence).
+
+        Returns:
+            Columns ``step, member, loss, loss_ratio, diverged``.
+        """
+        history = torch.empty(steps, self.k, device=self.device)
+        start = self.step
+        for t in range(steps):
+            history[t] = self.train_step()
+        losses = history.cpu().numpy()
+        ratio = np.full_like(losses, np.nan)
+        ratio[1:] = losses[1:] / losses[:-1]
+        step = np.arange(start + 1, start + steps + 1)
+        diverged_at = self.diverged_at.cpu().numpy()
+        frame = pd.DataFrame(
+            {
+                "step": np.repeat(step, self.k),
+                "member": np.tile(np.arange(self.k), steps),
+                "loss": losses.reshape(-1),
+                "loss_ratio": ratio.reshape(-1),
+            }
+        )
+        at = diverged_at[frame["member"].to_numpy()]
+        frame["diverged"] = (at >= 0) & (at <= frame["step"].to_numpy())
+        return frame

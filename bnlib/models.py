@@ -1,15 +1,23 @@
-"""The networks the chapters train.
+"""The networks the chapters train, as single models or as stacks of K independent models.
 
-Every model takes images ``(N, 1, 28, 28)`` (or already-flat ``(N, 784)``) and returns
-logits ``(N, classes)``. Normalization is chosen by name so that an experiment's config
-stays plain data:
+Every architecture takes a ``members`` argument. With ``members=1`` (the default) it is an
+ordinary PyTorch model of standard layers (``nn.Linear``, ``nn.Conv2d``, BN): it maps
+images ``(N, C, H, W)`` to logits ``(N, classes)``. With ``members=K`` it is K independent
+models of that architecture in one module, which :mod:`bnlib.engine` trains at once:
 
-- ``"none"``: no normalization (layers keep their biases);
-- ``"bnlib"``: :class:`bnlib.norm.BatchNorm`, the book's from-scratch layer;
-- ``"torch"``: :class:`torch.nn.BatchNorm1d`, PyTorch's fused kernel (same maths).
+- activations are laid out model-major along the channel axis, ``(N, K * C[, H, W])``;
+- fully connected layers are one batched matrix multiply (:class:`StackedLinear`),
+  convolutions are grouped convolutions with ``groups=K``;
+- BN over ``K * C`` channels is exactly per-model BN: each model keeps its own batch and
+  running statistics, so the BN layers are the ordinary ones (bnlib's or PyTorch's);
+- input is ``(N, K, C, H, W)`` (each model its own minibatch), output ``(N, K, classes)``.
 
-With BN, the linear layer before it has no bias: BN's shift :math:`\\beta` replaces it
-(Section 3.2 of Ioffe & Szegedy).
+Build a stack from K separately initialized models with :func:`stack_members`, and take
+member ``i`` back out as an ordinary model with :func:`unstack_member`.
+
+Normalization is chosen by name: ``"none"``, ``"bnlib"`` (:class:`bnlib.norm.BatchNorm`,
+the from-scratch layer) or ``"torch"`` (PyTorch's fused kernels, the same maths). With
+BN, the layer before it has no bias: BN's shift replaces it (Section 3.2 of the paper).
 """
 
 from __future__ import annotations
@@ -17,11 +25,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bnlib.norm import BatchNorm
 
-__all__ = ["ACTIVATIONS", "INITS", "NORMS", "MLP", "initialize", "norm_layer", "parameter_count"]
+__all__ = [
+    "ACTIVATIONS",
+    "INITS",
+    "MLP",
+    "NORMS",
+    "VGG",
+    "ResNet",
+    "StackedLinear",
+    "build_model",
+    "initialize",
+    "norm_layer",
+    "parameter_count",
+    "stack_members",
+    "unstack_member",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -50,9 +73,61 @@ def norm_layer(norm: str, features: int, dims: int = 1, **kwargs) -> nn.Module:
     return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(features, **kwargs)
 
 
+class StackedLinear(nn.Module):
+    """K independent linear layers applied as one batched matrix multiply.
+
+    Parameters have a leading model axis: ``weight`` ``(K, out, in)`` and ``bias``
+    ``(K, out)`` (member ``k``'s are exactly an ``nn.Linear``'s ``weight[k]``, ``bias[k]``).
+
+    Shape:
+        input ``(N, K * in)`` (model-major), output ``(N, K * out)``.
+    """
+
+    def __init__(self, members: int, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.members, self.in_features, self.out_features = members, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(members, out_features)) if bias else None
+        for k in range(members):  # nn.Linear's own default initialization, per member
+            layer = nn.Linear(in_features, out_features, bias=bias)
+            with torch.no_grad():
+                self.weight[k].copy_(layer.weight)
+                if bias:
+                    self.bias[k].copy_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        x = x.reshape(n, self.members, self.in_features).transpose(0, 1)  # (K, N, in)
+        w = self.weight.transpose(1, 2)  # (K, in, out)
+        out = torch.bmm(x, w) if self.bias is None else torch.baddbmm(self.bias[:, None], x, w)
+        return out.transpose(0, 1).reshape(n, self.members * self.out_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"members={self.members}, in_features={self.in_features}, "
+            f"out_features={self.out_features}, bias={self.bias is not None}"
+        )
+
+
+def _linear(members: int, a: int, b: int, bias: bool) -> nn.Module:
+    return nn.Linear(a, b, bias=bias) if members == 1 else StackedLinear(members, a, b, bias)
+
+
+def _conv(members: int, a: int, b: int, kernel: int, stride: int = 1, bias: bool = False):
+    return nn.Conv2d(
+        members * a,
+        members * b,
+        kernel,
+        stride=stride,
+        padding=kernel // 2,
+        bias=bias,
+        groups=members,
+    )
+
+
 @torch.no_grad()
 def initialize(model: nn.Module, scheme: str = "default", gain: float = 1.0) -> nn.Module:
-    """Re-initialize every linear and convolutional weight of ``model`` in place.
+    """Re-initialize every linear and convolutional weight of a single model in place.
 
     Args:
         scheme: ``"default"`` (PyTorch's own), ``"he"`` (Kaiming normal, fan-in),
@@ -61,12 +136,15 @@ def initialize(model: nn.Module, scheme: str = "default", gain: float = 1.0) -> 
             deviation itself, as in papers that state "Gaussian with std 0.1").
         gain: multiplies the scheme's standard deviation (for ``"default"`` too).
     Biases are set to zero except under ``"default"``. BN parameters are left at 1 and 0.
+    Stacks are initialized member by member (:func:`stack_members`).
 
     Returns:
         ``model``.
     """
     _choice("initialization", scheme, INITS)
     for module in model.modules():
+        if isinstance(module, StackedLinear):
+            raise ValueError("initialize single models, then stack them with stack_members")
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
             continue
         w = module.weight
@@ -88,7 +166,33 @@ def initialize(model: nn.Module, scheme: str = "default", gain: float = 1.0) -> 
     return model
 
 
-class MLP(nn.Module):
+class _Stackable(nn.Module):
+    """Base of the architectures: records its config, handles stacked input and output."""
+
+    members: int
+    config: dict
+
+    def _split_output(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.members == 1:
+            return logits
+        return logits.reshape(logits.shape[0], self.members, -1)
+
+    def _merge_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, K, C, H, W)`` -> ``(N, K*C, H, W)``; single models take ``(N, C, H, W)``."""
+        if self.members == 1:
+            return x
+        if x.dim() < 3 or x.shape[1] != self.members:
+            raise ValueError(
+                f"a stack of {self.members} models takes input of shape "
+                f"(N, {self.members}, ...), got {tuple(x.shape)}"
+            )
+        return x.flatten(1, 2)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())
+
+
+class MLP(_Stackable):
     """A fully connected network: ``[Linear -> (BN) -> activation] * depth -> Linear``.
 
     Ioffe & Szegedy's MNIST network is ``MLP(hidden=(100, 100, 100), activation="sigmoid")``.
@@ -100,6 +204,7 @@ class MLP(nn.Module):
         activation: a key of :data:`ACTIVATIONS`.
         norm: ``"none"``, ``"bnlib"`` or ``"torch"``.
         init: a key of :data:`INITS` (see :func:`initialize`), with ``gain``.
+        members: number of stacked models (see the module docstring).
 
     Attributes:
         linears, norms, activations: the hidden layers' parts, indexable by depth, so
@@ -116,17 +221,19 @@ class MLP(nn.Module):
         norm: str = "none",
         init: str = "default",
         gain: float = 1.0,
+        members: int = 1,
     ) -> None:
         super().__init__()
         _choice("activation", activation, ACTIVATIONS)
         _choice("normalization", norm, NORMS)
         widths = [in_features, *hidden]
+        k = self.members = members
         self.linears = nn.ModuleList(
-            nn.Linear(a, b, bias=norm == "none") for a, b in zip(widths, widths[1:])
+            _linear(k, a, b, bias=norm == "none") for a, b in zip(widths, widths[1:])
         )
-        self.norms = nn.ModuleList(norm_layer(norm, b) for b in hidden)
+        self.norms = nn.ModuleList(norm_layer(norm, k * b) for b in hidden)
         self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden)
-        self.head = nn.Linear(widths[-1], classes)
+        self.head = _linear(k, widths[-1], classes, bias=True)
         self.config = {
             "in_features": in_features,
             "hidden": tuple(hidden),
@@ -136,16 +243,237 @@ class MLP(nn.Module):
             "init": init,
             "gain": gain,
         }
-        initialize(self, init, gain)
+        if members == 1:
+            initialize(self, init, gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
+        x = self._merge_input(x).flatten(1)
         for linear, norm, act in zip(self.linears, self.norms, self.activations):
             x = act(norm(linear(x)))
-        return self.head(x)
+        return self._split_output(self.head(x))
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.config.items())
+
+class _BasicBlock(nn.Module):
+    """He et al.'s CIFAR residual block: two 3x3 convolutions, identity shortcut.
+
+    When the block halves the resolution and doubles the channels, the shortcut subsamples
+    and pads the new channels with zeros ("option A" of He et al. 2016, used for CIFAR).
+    """
+
+    def __init__(self, members: int, a: int, b: int, stride: int, norm: str, act: str):
+        super().__init__()
+        self.members, self.pad = members, b - a
+        self.stride = stride
+        self.conv1 = _conv(members, a, b, 3, stride)
+        self.bn1 = norm_layer(norm, members * b, dims=2)
+        self.act1 = ACTIVATIONS[act]()
+        self.conv2 = _conv(members, b, b, 3)
+        self.bn2 = norm_layer(norm, members * b, dims=2)
+        self.act2 = ACTIVATIONS[act]()
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1 and self.pad == 0:
+            return x
+        x = x[:, :, :: self.stride, :: self.stride]
+        n, _, h, w = x.shape
+        x = x.reshape(n, self.members, -1, h, w)  # pad each member's channels separately
+        x = F.pad(x, (0, 0, 0, 0, 0, self.pad))
+        return x.reshape(n, -1, h, w).contiguous(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class ResNet(_Stackable):
+    """CIFAR-style ResNet (He et al. 2016, Section 4.2): depth ``6n + 2``.
+
+    A 3x3 convolution with 16 channels, then 3 stages of ``n`` basic blocks with 16, 32 and
+    64 channels (stride 2 at the start of stages 2 and 3), global average pooling and a
+    linear classifier. ResNet-20/32/56/110 have ``n`` = 3/5/9/18. Works for ``1x28x28``
+    and ``3x32x32`` inputs (``in_channels``).
+
+    Args:
+        depth: 20, 32, 56, 110, or any ``6n + 2``.
+        norm: ``"none"``, ``"bnlib"`` or ``"torch"`` after every convolution.
+        width: channels of the first stage (16 in the paper; stages have w, 2w, 4w).
+        members: number of stacked models.
+    """
+
+    def __init__(
+        self,
+        depth: int = 20,
+        in_channels: int = 1,
+        classes: int = 10,
+        norm: str = "torch",
+        activation: str = "relu",
+        width: int = 16,
+        init: str = "he",
+        gain: float = 1.0,
+        members: int = 1,
+    ) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"ResNet depth must be 6n + 2 (20, 32, 56, 110, ...), got {depth}")
+        _choice("activation", activation, ACTIVATIONS)
+        n = (depth - 2) // 6
+        k = self.members = members
+        self.stem = _conv(k, in_channels, width, 3)
+        self.stem_norm = norm_layer(norm, k * width, dims=2)
+        self.stem_act = ACTIVATIONS[activation]()
+        blocks, a = [], width
+        for stage, b in enumerate((width, 2 * width, 4 * width)):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(_BasicBlock(k, a, b, stride, norm, activation))
+                a = b
+        self.blocks = nn.Sequential(*blocks)
+        self.head = _linear(k, a, classes, bias=True)
+        self.config = {
+            "depth": depth,
+            "in_channels": in_channels,
+            "classes": classes,
+            "norm": norm,
+            "activation": activation,
+            "width": width,
+            "init": init,
+            "gain": gain,
+        }
+        if members == 1:
+            initialize(self, init, gain)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._merge_input(x).contiguous(memory_format=torch.channels_last)
+        x = self.stem_act(self.stem_norm(self.stem(x)))
+        x = self.blocks(x).mean((2, 3))
+        return self._split_output(self.head(x))
+
+
+class VGG(_Stackable):
+    """A VGG-style CNN: stages of ``[3x3 conv -> (BN) -> activation] * convs``, each
+    followed by 2x2 max pooling, then global average pooling and a linear classifier.
+
+    Args:
+        widths: channels of each stage.
+        convs: convolutions per stage.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (32, 64, 128),
+        convs: int = 2,
+        in_channels: int = 1,
+        classes: int = 10,
+        norm: str = "torch",
+        activation: str = "relu",
+        init: str = "he",
+        gain: float = 1.0,
+        members: int = 1,
+    ) -> None:
+        super().__init__()
+        _choice("activation", activation, ACTIVATIONS)
+        k = self.members = members
+        layers: list[nn.Module] = []
+        a = in_channels
+        for b in widths:
+            for _ in range(convs):
+                layers += [
+                    _conv(k, a, b, 3, bias=norm == "none"),
+                    norm_layer(norm, k * b, dims=2),
+                    ACTIVATIONS[activation](),
+                ]
+                a = b
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.head = _linear(k, a, classes, bias=True)
+        self.config = {
+            "widths": tuple(widths),
+            "convs": convs,
+            "in_channels": in_channels,
+            "classes": classes,
+            "norm": norm,
+            "activation": activation,
+            "init": init,
+            "gain": gain,
+        }
+        if members == 1:
+            initialize(self, init, gain)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._merge_input(x).contiguous(memory_format=torch.channels_last)
+        return self._split_output(self.head(self.features(x).mean((2, 3))))
+
+
+ARCHITECTURES: dict[str, type[_Stackable]] = {"mlp": MLP, "resnet": ResNet, "vgg": VGG}
+
+
+def build_model(architecture: str, members: int = 1, **config) -> nn.Module:
+    """An architecture by name (``"mlp"``, ``"resnet"``, ``"vgg"``) with its config."""
+    _choice("architecture", architecture, tuple(ARCHITECTURES))
+    return ARCHITECTURES[architecture](members=members, **config)
+
+
+def _member_view(stacked: torch.Tensor, members: int, shape: torch.Size) -> torch.Tensor:
+    """The ``(K, *shape)`` view of a stacked tensor (model-major leading axis).
+
+    Always a view (splitting the leading axis never copies, whatever the memory format),
+    so writing into it writes into the stack.
+    """
+    if stacked.dim() == 0:  # num_batches_tracked: one count shared by all members
+        return stacked.expand(members)
+    view = stacked.unflatten(0, (members, -1))
+    return view if view.shape[1:] == shape else view.squeeze(1)  # StackedLinear: (K, 1, ...)
+
+
+@torch.no_grad()
+def stack_members(models: Sequence[nn.Module]) -> nn.Module:
+    """One stacked module holding ``len(models)`` single models of the same config.
+
+    Args:
+        models: single models (``members=1``) of one architecture and config, each
+            initialized as wanted (different seeds, schemes, gains).
+
+    Returns:
+        A model with ``members=len(models)`` whose member ``k`` computes exactly what
+        ``models[k]`` computes (on its own slice of the input), with the same parameters
+        and buffers.
+    """
+    first = models[0]
+    if any(type(m) is not type(first) or m.config != first.config for m in models):
+        raise ValueError("stack_members needs models of one architecture and config")
+    config = {k: v for k, v in first.config.items()}
+    stacked = type(first)(members=len(models), **config)
+    stacked.to(next(first.parameters()).device)
+    sources = [dict(m.state_dict()) for m in models]
+    for name, target in stacked.state_dict().items():
+        shape = sources[0][name].shape
+        view = _member_view(target, len(models), shape)
+        if target.dim() == 0:
+            target.copy_(sources[0][name])
+            continue
+        for k, source in enumerate(sources):
+            view[k].copy_(source[name])
+    return stacked
+
+
+@torch.no_grad()
+def unstack_member(stacked: nn.Module, k: int) -> nn.Module:
+    """Member ``k`` of a stacked model as an ordinary single model (a copy)."""
+    if not 0 <= k < stacked.members:
+        raise ValueError(f"member {k} out of range: the stack has {stacked.members}")
+    single = type(stacked)(members=1, **stacked.config)
+    single.to(next(stacked.parameters()).device)
+    source = stacked.state_dict()
+    for name, target in single.state_dict().items():
+        if target.dim() == 0:
+            target.copy_(source[name])
+        else:
+            target.copy_(_member_view(source[name], stacked.members, target.shape)[k])
+    single.train(stacked.training)
+    return single
 
 
 def parameter_count(model: nn.Module) -> int:
