@@ -43,7 +43,15 @@ def progress_bar(total: int, desc: str, enabled: bool | None = None):
 
     if enabled is None:
         enabled = os.environ.get("BNLIB_PROGRESS", "1").lower() not in ("0", "false", "no")
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=not enabled,
+        leave=False,
+        mininterval=1.0,
+        unit=" model-steps",
+        unit_scale=True,
+    )
 
 
 def batch_indices(
@@ -291,6 +299,14 @@ class StackedRun:
         rows = [{"member": i, **asdict(m)} for i, m in enumerate(self.members)]
         return pd.DataFrame(rows)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, K, classes)`` for inputs ``(N, K, C, H, W)`` (member k gets
+        ``x[:, k]``), in the model's current mode. A run of one member holds an ordinary
+        model, which takes ``(N, C, H, W)``."""
+        if self.k == 1:
+            return self.model(x[:, 0]).unsqueeze(1)
+        return self.model(x)
+
     def losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy per member: logits ``(B, K, C)``, labels ``(B, K)`` -> ``(K,)``."""
         per_example = nn.functional.cross_entropy(logits.permute(0, 2, 1), y, reduction="none")
@@ -301,7 +317,7 @@ class StackedRun:
         (before the update). No host synchronization: cheap on a GPU."""
         idx = next(self._batches)
         self.model.train()
-        losses = self.losses(self.model(self.data.x[idx]), self.data.y[idx])
+        losses = self.losses(self.forward(self.data.x[idx]), self.data.y[idx])
         self.step += 1
         if self.step == 1:
             self.first_loss = losses.detach().clone()

@@ -442,8 +442,15 @@ def stack_members(models: Sequence[nn.Module]) -> nn.Module:
         and buffers.
     """
     first = models[0]
-    if any(type(m) is not type(first) or m.config != first.config for m in models):
-        raise ValueError("stack_members needs models of one architecture and config")
+
+    def structure(m):  # initialization is per member; everything else must agree
+        return type(m), {k: v for k, v in m.config.items() if k not in ("init", "gain")}
+
+    if any(structure(m) != structure(first) for m in models):
+        raise ValueError(
+            "stack_members needs models of one architecture and config "
+            "(they may differ in init and gain only)"
+        )
     config = {k: v for k, v in first.config.items()}
     stacked = type(first)(members=len(models), **config)
     stacked.to(next(first.parameters()).device)

@@ -18,23 +18,27 @@ __all__ = ["StackedAdam", "StackedSGD", "per_member"]
 
 
 def per_member(
-    value: float | Sequence[float], members: int, name: str, device: torch.device | None = None
+    value: float | Sequence[float],
+    members: int,
+    name: str,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """A ``(K,)`` float32 tensor from a scalar or a sequence of K values (checked)."""
+    """A ``(K,)`` tensor from a scalar or a sequence of K values (checked)."""
     values = (
         [float(value)] * members if isinstance(value, (int, float)) else [float(v) for v in value]
     )
     if len(values) != members:
         raise ValueError(f"{name} has {len(values)} values for {members} members")
-    return torch.tensor(values, dtype=torch.float32, device=device)
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 class _StackedOptimizer:
     def __init__(self, params: Iterable[nn.Parameter], members: int, lr) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.members = members
-        device = self.params[0].device
-        self.lr = per_member(lr, members, "lr", device)
+        self.factory = {"device": self.params[0].device, "dtype": self.params[0].dtype}
+        self.lr = per_member(lr, members, "lr", **self.factory)
         if not bool((self.lr > 0).all()):
             raise ValueError(f"every learning rate must be > 0, got {self.lr.tolist()}")
         self.state: dict[nn.Parameter, dict[str, torch.Tensor]] = {}
@@ -74,9 +78,8 @@ class StackedSGD(_StackedOptimizer):
 
     def __init__(self, params, members: int, lr, momentum=0.0, weight_decay=0.0) -> None:
         super().__init__(params, members, lr)
-        device = self.params[0].device
-        self.momentum = per_member(momentum, members, "momentum", device)
-        self.weight_decay = per_member(weight_decay, members, "weight_decay", device)
+        self.momentum = per_member(momentum, members, "momentum", **self.factory)
+        self.weight_decay = per_member(weight_decay, members, "weight_decay", **self.factory)
         self.uses_momentum = bool((self.momentum != 0).any())
         self.uses_decay = bool((self.weight_decay != 0).any())
 

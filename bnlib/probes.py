@@ -106,7 +106,7 @@ def activation_stats(
         try:
             with preserved_state(model), torch.no_grad():
                 model.train(mode == "train")
-                model(_expand(x, k))
+                run.forward(_expand(x, k))
         finally:
             for h in handles:
                 h.remove()
@@ -171,7 +171,7 @@ def gradient_norms(x: torch.Tensor, y: torch.Tensor, parameters: Sequence[str] |
             model.train()
             for p in model.parameters():
                 p.grad = None
-            run.losses(model(_expand(x, k)), y[:, None].expand(-1, k)).sum().backward()
+            run.losses(run.forward(_expand(x, k)), y[:, None].expand(-1, k)).sum().backward()
             norms = {
                 n: named[n].grad.unflatten(0, (k, -1)).flatten(1).norm(dim=1).cpu()
                 for n in names
@@ -206,7 +206,7 @@ def test_accuracy(split: Split, examples_per_chunk: int | None = None):
         with preserved_state(model), torch.no_grad():
             model.eval()
             for xb, yb in zip(split.x.split(chunk), split.y.split(chunk)):
-                correct += (model(_expand(xb, k)).argmax(-1) == yb[:, None]).sum(0)
+                correct += (run.forward(_expand(xb, k)).argmax(-1) == yb[:, None]).sum(0)
         acc = (correct / len(split.y)).cpu()
         return [{"member": m, "metric": "test accuracy", "value": float(acc[m])} for m in range(k)]
 

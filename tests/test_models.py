@@ -6,7 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from bnlib.models import MLP, initialize, norm_layer, parameter_count
+from bnlib.models import (
+    MLP,
+    ResNet,
+    build_model,
+    initialize,
+    norm_layer,
+    parameter_count,
+    stack_members,
+    unstack_member,
+)
 from bnlib.norm import BatchNorm
 
 
@@ -57,3 +66,47 @@ def test_bad_choices_are_clear_errors():
 
 def test_parameter_count_of_the_paper_mlp():
     assert parameter_count(MLP()) == 784 * 100 + 100 + 2 * (100 * 100 + 100) + 100 * 10 + 10
+
+
+@pytest.mark.parametrize(
+    ("architecture", "config", "shape"),
+    [
+        ("mlp", {"norm": "bnlib"}, (1, 28, 28)),
+        ("mlp", {"norm": "none", "activation": "relu"}, (1, 28, 28)),
+        ("resnet", {"depth": 8, "width": 4, "norm": "torch"}, (1, 28, 28)),
+        ("resnet", {"depth": 8, "width": 4, "norm": "bnlib", "in_channels": 3}, (3, 32, 32)),
+        ("vgg", {"widths": (4, 8), "norm": "torch"}, (1, 28, 28)),
+    ],
+)
+def test_stack_computes_what_its_members_compute(architecture, config, shape):
+    torch.manual_seed(0)
+    singles = [build_model(architecture, **config) for _ in range(3)]
+    stacked = stack_members(singles)
+    x = torch.randn(6, 3, *shape)
+    out = stacked(x)
+    assert out.shape == (6, 3, 10)
+    for k, model in enumerate(singles):
+        torch.testing.assert_close(out[:, k], model(x[:, k]), rtol=1e-5, atol=1e-5)
+        back = unstack_member(stacked, k)
+        for (name, a), b in zip(back.state_dict().items(), model.state_dict().values()):
+            torch.testing.assert_close(a, b, msg=name)  # running stats updated alike too
+
+
+def test_resnet_depths_and_sizes():
+    # He et al. 2016, Table 6: ResNet-20 has 0.27M parameters on CIFAR-10 (3 channels)
+    assert parameter_count(ResNet(depth=20, in_channels=3)) == pytest.approx(0.27e6, rel=0.02)
+    assert len(ResNet(depth=56).blocks) == 27
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        ResNet(depth=21)
+    assert ResNet(depth=20)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert ResNet(depth=20, in_channels=3)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_stacked_input_shape_is_checked_and_mixed_stacks_refused():
+    stacked = stack_members([MLP(), MLP()])
+    with pytest.raises(ValueError, match="stack of 2 models takes input of shape"):
+        stacked(torch.randn(4, 3, 1, 28, 28))
+    with pytest.raises(ValueError, match="one architecture and config"):
+        stack_members([MLP(), MLP(norm="torch")])
+    with pytest.raises(ValueError, match="out of range"):
+        unstack_member(stacked, 2)

@@ -17,6 +17,7 @@ from torch import nn
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import accuracy, log_steps, train
+from bnlib.experiments import register
 from bnlib.models import MLP
 from bnlib.norm import BatchNorm, BatchNormFunction, population_statistics
 
@@ -51,6 +52,12 @@ def _first_layer_inputs(layer: str, examples: int, seed: int, dataset: str) -> t
     raise ValueError(f"unknown layer {layer!r}: use 'linear' or 'conv'")
 
 
+@register(
+    "transform_stages",
+    chapter="The BN algorithm",
+    quick={"layer": "linear", "gamma": 0.5, "beta": 2.0},
+    full={"layer": "linear", "gamma": 0.5, "beta": 2.0, "batch_size": 1024},
+)
 def transform_stages(
     layer: str = "linear",
     units: tuple[int, ...] | None = None,
@@ -102,6 +109,12 @@ def _max_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
+@register(
+    "gradient_check",
+    chapter="The BN algorithm",
+    quick={},
+    full={"shapes": [[2, 3], [60, 100], [256, 512], [8, 16, 5, 5], [4, 3, 1, 1], [32, 64, 16, 16]]},
+)
 def gradient_check(
     shapes: tuple[tuple[int, ...], ...] = ((2, 3), (60, 100), (8, 16, 5, 5), (4, 3, 1, 1)),
     dtypes: tuple[torch.dtype, ...] = (torch.float64, torch.float32),
@@ -123,7 +136,7 @@ def gradient_check(
     tolerance = {torch.float64: 1e-10, torch.float32: 1e-5}
     rows = []
     gen = seed_everything(seed)
-    for shape, dtype in itertools.product(shapes, dtypes):
+    for shape, dtype in itertools.product([tuple(s) for s in shapes], dtypes):
         ours = BatchNorm(shape[1], dtype=dtype)
         theirs = (nn.BatchNorm1d if len(shape) == 2 else nn.BatchNorm2d)(shape[1], dtype=dtype)
         with torch.no_grad():
@@ -186,6 +199,12 @@ def _bn_layers(model: nn.Module) -> list[BatchNorm]:
     return [m for m in model.modules() if isinstance(m, BatchNorm)]
 
 
+@register(
+    "running_statistics",
+    chapter="The BN algorithm",
+    quick={"steps": 1000, "momenta": [0.1, 0.01, None]},
+    full={"steps": 50_000, "momenta": [0.1, 0.01, 0.001, None], "points": 30},
+)
 def running_statistics(
     steps: int = 1000,
     momenta: tuple[float | None, ...] = (0.1, 0.01),
@@ -263,6 +282,9 @@ def running_statistics(
     return pd.concat(frames, ignore_index=True)
 
 
+@register(
+    "distribution_shift", chapter="The BN algorithm", quick={"steps": 2000}, full={"steps": 50_000}
+)
 def distribution_shift(
     contrasts: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4, 0.2),
     steps: int = 2000,
@@ -336,6 +358,12 @@ class _CenteredLayer(nn.Module):
         return x - (mean if self.through_mean else mean.detach())
 
 
+@register(
+    "bias_blowup",
+    chapter="The BN algorithm",
+    quick={"steps": 2000, "lr": 1.0},
+    full={"steps": 50_000, "lr": 1.0},
+)
 def bias_blowup(
     steps: int = 2000,
     lr: float = 1.0,
@@ -397,6 +425,7 @@ def bias_blowup(
     return pd.concat(rows, ignore_index=True)
 
 
+@register("batch_statistics_noise", chapter="The BN algorithm", quick={}, full={"draws": 2000})
 def batch_statistics_noise(
     batch_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
     draws: int = 200,

@@ -1,0 +1,70 @@
+"""The command line: ``python -m bnlib {list, run, bench}``.
+
+- ``python -m bnlib list``: the experiments, their chapter and what they compute.
+- ``python -m bnlib run EXPERIMENT [--profile quick|full] [--device cuda] [--force]``:
+  run an experiment (with a progress bar) and store its result where the book reads it
+  (:mod:`bnlib.results`); prints the result's path, wall time and a summary.
+- ``python -m bnlib bench [--quick] [--output BENCHMARKS.md]``: the engine's benchmark
+  (:mod:`bnlib.bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bnlib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the experiments")
+    run = sub.add_parser("run", help="run an experiment and store its result")
+    run.add_argument("experiment", help="name, as 'list' shows it")
+    run.add_argument(
+        "--profile",
+        default=None,
+        help="quick (CPU, the book's scale) or full (papers' scale, GPU); "
+        "default: $BNLIB_PROFILE or quick",
+    )
+    run.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best)")
+    run.add_argument("--force", action="store_true", help="recompute even if cached")
+    bench = sub.add_parser("bench", help="benchmark the engine against the naive way")
+    bench.add_argument(
+        "--quick", action="store_true", help="fewer steps and models (a smoke run, minutes less)"
+    )
+    bench.add_argument("--device", default=None, help="cuda or cpu (default: the best)")
+    bench.add_argument(
+        "--output", default=None, help="write the Markdown report here (e.g. BENCHMARKS.md)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code (2 for bad input, with a message)."""
+    args = _parser().parse_args(argv)
+    from bnlib import experiments
+
+    try:
+        if args.command == "list":
+            experiments._load_all()
+            for name in sorted(experiments.REGISTRY):
+                exp = experiments.REGISTRY[name]
+                print(f"{name:24s} [{exp.chapter}] {exp.description}")
+            return 0
+        if args.command == "run":
+            experiments.get(args.experiment)  # validate before any work
+            profile = experiments.profile_name(args.profile)
+            from bnlib.device import pick_device
+
+            device = str(pick_device(args.device))
+            result = experiments.run(args.experiment, profile, device=device, force=args.force)
+            print(result.provenance_line)
+            print(f"{len(result.frame)} rows -> {result.path}")
+            return 0
+        from bnlib.bench import run_benchmarks
+
+        run_benchmarks(quick=args.quick, device=args.device, output=args.output)
+        return 0
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
