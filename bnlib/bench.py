@@ -24,7 +24,6 @@ second per model: a sweep of K models over S samples takes ``K * S / throughput`
 
 from __future__ import annotations
 
-import datetime as _dt
 import statistics
 import time
 from collections.abc import Callable

@@ -79,8 +79,14 @@ class StackedLinear(nn.Module):
     Parameters have a leading model axis: ``weight`` ``(K, out, in)`` and ``bias``
     ``(K, out)`` (member ``k``'s are exactly an ``nn.Linear``'s ``weight[k]``, ``bias[k]``).
 
+    Activations are feature-major, ``(1, K * features, N)``: member k's layer computes
+    ``W_k @ X_k`` on its ``(in, N)`` slice. Everything is a view, the weight gradient
+    ``G_k @ X_k^T`` comes out in the weight's own layout (no copy), and a BN layer over
+    ``K * features`` channels of this ``(1, C, N)`` tensor is exactly per-member BN
+    (BatchNorm1d reduces over dims 0 and 2).
+
     Shape:
-        input ``(N, K * in)`` (model-major), output ``(N, K * out)``.
+        input ``(1, K * in, N)``, output ``(1, K * out, N)``.
     """
 
     def __init__(self, members: int, in_features: int, out_features: int, bias: bool = True):
@@ -96,11 +102,13 @@ class StackedLinear(nn.Module):
                     self.bias[k].copy_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        x = x.reshape(n, self.members, self.in_features).transpose(0, 1)  # (K, N, in)
-        w = self.weight.transpose(1, 2)  # (K, in, out)
-        out = torch.bmm(x, w) if self.bias is None else torch.baddbmm(self.bias[:, None], x, w)
-        return out.transpose(0, 1).reshape(n, self.members * self.out_features)
+        n = x.shape[-1]
+        x = x.view(self.members, self.in_features, n)
+        if self.bias is None:
+            out = torch.bmm(self.weight, x)
+        else:
+            out = torch.baddbmm(self.bias[:, :, None], self.weight, x)
+        return out.view(1, self.members * self.out_features, n)
 
     def extra_repr(self) -> str:
         return (
@@ -172,10 +180,15 @@ class _Stackable(nn.Module):
     members: int
     config: dict
 
-    def _split_output(self, logits: torch.Tensor) -> torch.Tensor:
+    def _classify(self, features: torch.Tensor) -> torch.Tensor:
+        """The head on pooled features ``(N, K*F)``; logits ``(N, K, classes)`` for a stack."""
         if self.members == 1:
-            return logits
-        return logits.reshape(logits.shape[0], self.members, -1)
+            return self.head(features)
+        return self._logits(self.head(features.t().unsqueeze(0)))
+
+    def _logits(self, head_output: torch.Tensor) -> torch.Tensor:
+        """A stacked head's feature-major ``(1, K*classes, N)`` as ``(N, K, classes)``."""
+        return head_output.view(self.members, -1, head_output.shape[-1]).permute(2, 0, 1)
 
     def _merge_input(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, K, C, H, W)`` -> ``(N, K*C, H, W)``; single models take ``(N, C, H, W)``."""
@@ -247,10 +260,14 @@ class MLP(_Stackable):
             initialize(self, init, gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._merge_input(x).flatten(1)
+        if self.members == 1:
+            x = x.flatten(1)
+        else:  # (N, K, ...) -> the feature-major (1, K * 784, N) view
+            x = self._merge_input(x).reshape(x.shape[0], -1).t().unsqueeze(0)
         for linear, norm, act in zip(self.linears, self.norms, self.activations):
             x = act(norm(linear(x)))
-        return self._split_output(self.head(x))
+        x = self.head(x)
+        return x if self.members == 1 else self._logits(x)
 
 
 class _BasicBlock(nn.Module):
@@ -347,8 +364,7 @@ class ResNet(_Stackable):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._merge_input(x).contiguous(memory_format=torch.channels_last)
         x = self.stem_act(self.stem_norm(self.stem(x)))
-        x = self.blocks(x).mean((2, 3))
-        return self._split_output(self.head(x))
+        return self._classify(self.blocks(x).mean((2, 3)))
 
 
 class VGG(_Stackable):
@@ -404,7 +420,7 @@ class VGG(_Stackable):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._merge_input(x).contiguous(memory_format=torch.channels_last)
-        return self._split_output(self.head(self.features(x).mean((2, 3))))
+        return self._classify(self.features(x).mean((2, 3)))
 
 
 ARCHITECTURES: dict[str, type[_Stackable]] = {"mlp": MLP, "resnet": ResNet, "vgg": VGG}

@@ -49,14 +49,19 @@ class _StackedOptimizer:
         shape = (self.members, *([1] * (view.dim() - 1)))
         return view, [t.view(shape) for t in per_k]
 
-    def _apply(self, view: torch.Tensor, update: torch.Tensor, active) -> None:
-        """``view -= update`` for active members; frozen ones stay exactly as they are
-        (even where their update is NaN or infinite)."""
-        if active is None:
-            view.sub_(update)
-        else:
-            mask = active.view(self.members, *([1] * (view.dim() - 1)))
-            view.sub_(torch.where(mask, update, torch.zeros((), device=view.device)))
+    def _frozen_gradients_to_zero(self, active: torch.Tensor | None) -> None:
+        """Zero the gradient slices of frozen members, so that their (possibly NaN or
+        infinite) gradients cannot reach their parameters or optimizer state."""
+        if active is None or bool(active.all()):  # the common case costs nothing
+            return
+        frozen = (~active).nonzero().flatten()
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.unflatten(0, (self.members, -1)).index_fill_(0, frozen, 0.0)
+
+    def _step_sizes(self, active: torch.Tensor | None) -> torch.Tensor:
+        """``-lr`` per member, 0 for frozen members."""
+        return -self.lr if active is None else -self.lr * active
 
     def zero_grad(self) -> None:
         """Forget all gradients (set them to None)."""
@@ -85,23 +90,25 @@ class StackedSGD(_StackedOptimizer):
 
     @torch.no_grad()
     def step(self, active: torch.Tensor | None = None) -> None:
-        """Update every parameter of the members with ``active[k]`` (all by default)."""
+        """Update every parameter of the members with ``active[k]`` (all by default);
+        frozen members' parameters stay exactly as they are."""
+        self._frozen_gradients_to_zero(active)
+        step = self._step_sizes(active)
         for p in self.params:
             if p.grad is None:
                 continue
-            view, (lr_k, mu_k, wd_k) = self._views(p, self.lr, self.momentum, self.weight_decay)
+            view, (step_k, mu_k, wd_k) = self._views(p, step, self.momentum, self.weight_decay)
             g = p.grad.unflatten(0, (self.members, -1))
             if self.uses_decay:
-                g = g + wd_k * view
+                g = g.addcmul(view, wd_k)
             if self.uses_momentum:
                 buf = self.state.setdefault(p, {}).get("momentum")
                 if buf is None:
-                    buf = g.clone()
-                    self.state[p]["momentum"] = buf
+                    buf = self.state[p]["momentum"] = g.clone()
                 else:
                     buf.mul_(mu_k).add_(g)
                 g = buf
-            self._apply(view, lr_k * g, active)
+            view.addcmul_(g, step_k)  # p -= lr * g, fused, no temporary
 
 
 class StackedAdam(_StackedOptimizer):
@@ -123,15 +130,17 @@ class StackedAdam(_StackedOptimizer):
 
     @torch.no_grad()
     def step(self, active: torch.Tensor | None = None) -> None:
-        """Update every parameter of the members with ``active[k]`` (all by default)."""
+        """Update every parameter of the members with ``active[k]`` (all by default);
+        frozen members' parameters stay exactly as they are."""
+        self._frozen_gradients_to_zero(active)
         self.t += 1
         b1, b2 = self.betas
+        step = self._step_sizes(active) / (1 - b1**self.t)
         for p in self.params:
             if p.grad is None:
                 continue
-            view, (lr_k, wd_k) = self._views(p, self.lr, self.weight_decay)
-            g = p.grad.unflatten(0, (self.members, -1))
-            g = g + wd_k * view
+            view, (step_k, wd_k) = self._views(p, step, self.weight_decay)
+            g = p.grad.unflatten(0, (self.members, -1)).addcmul(view, wd_k)
             state = self.state.setdefault(p, {})
             if not state:
                 state["m"] = torch.zeros_like(g)
@@ -140,5 +149,4 @@ class StackedAdam(_StackedOptimizer):
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             denom = (v / (1 - b2**self.t)).sqrt_().add_(self.eps)
-            update = lr_k * (m / (1 - b1**self.t)) / denom
-            self._apply(view, update, active)
+            view.addcmul_(m / denom, step_k)

@@ -37,7 +37,7 @@ def test_activation_stats_match_the_member_and_leave_state_alone(run_and_data):
     for k in range(2):
         member = unstack_member(run.model, k).eval()
         captured = {}
-        member.norms[1].register_forward_hook(lambda m, i, o: captured.setdefault("o", o))
+        member.norms[1].register_forward_hook(lambda m, i, o, c=captured: c.setdefault("o", o))
         member(split.x[:300])
         values = captured["o"].flatten()
         got = {r["metric"]: r["value"] for r in rows if r["member"] == k}
