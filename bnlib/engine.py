@@ -216,6 +216,12 @@ class StackedRun:
         batch_size: examples per step and member.
         optimizer: ``"sgd"`` or ``"adam"``.
         device: ``None`` picks the best (:func:`bnlib.device.pick_device`).
+        strategy: how the K models are computed. ``"stacked"``: one stacked model
+            (batched matrix multiplies, grouped convolutions); ``"loop"``: K ordinary
+            models one after the other (:class:`bnlib.models.MemberLoop`), still fed from
+            on-device tensors; ``"auto"`` (default): stacked, except convolutional
+            networks on a CPU, where ``python -m bnlib bench`` measured grouped
+            convolutions to be slower than a loop. Results are the same either way.
 
     Attributes:
         model: the stacked model (``members=K``); :func:`bnlib.models.unstack_member`
@@ -236,10 +242,11 @@ class StackedRun:
         optimizer: str = "sgd",
         device: str | torch.device | None = None,
         divergence_ratio: float = 1e3,
+        strategy: str = "auto",
     ) -> None:
         from bnlib.device import pick_device
-        from bnlib.models import build_model, stack_members
-        from bnlib.optim import StackedAdam, StackedSGD
+        from bnlib.models import MemberLoop, build_model, stack_members
+        from bnlib.optim import MemberOptimizers, StackedAdam, StackedSGD
 
         if not members:
             raise ValueError("a stacked run needs at least one member")
@@ -256,23 +263,34 @@ class StackedRun:
             torch.manual_seed(m.seed)
             extra = {"init": m.init} if m.init is not None else {}
             singles.append(build_model(architecture, **self.config, **extra, gain=m.gain))
-        self.model = stack_members(singles).to(self.device)
-        self.data = Split(data.x.to(self.device), data.y.to(self.device))
-        lrs = [m.lr for m in members]
-        if optimizer == "sgd":
-            self.optimizer = StackedSGD(
-                self.model.parameters(),
-                self.k,
-                lrs,
-                [m.momentum for m in members],
-                [m.weight_decay for m in members],
-            )
-        elif optimizer == "adam":
-            self.optimizer = StackedAdam(
-                self.model.parameters(), self.k, lrs, weight_decay=[m.weight_decay for m in members]
-            )
-        else:
+        if strategy == "auto":
+            convolutional = architecture != "mlp"
+            strategy = "loop" if convolutional and self.device.type == "cpu" else "stacked"
+        if strategy not in ("stacked", "loop"):
+            raise ValueError(f"unknown strategy {strategy!r}: use 'auto', 'stacked' or 'loop'")
+        if optimizer not in ("sgd", "adam"):
             raise ValueError(f"unknown optimizer {optimizer!r}: use 'sgd' or 'adam'")
+        self.strategy = strategy
+        self.data = Split(data.x.to(self.device), data.y.to(self.device))
+
+        def make_optimizer(params, group: Sequence[Member]):
+            lrs = [m.lr for m in group]
+            decay = [m.weight_decay for m in group]
+            if optimizer == "sgd":
+                return StackedSGD(params, len(group), lrs, [m.momentum for m in group], decay)
+            return StackedAdam(params, len(group), lrs, weight_decay=decay)
+
+        if strategy == "stacked":
+            self.model = stack_members(singles).to(self.device)
+            self.optimizer = make_optimizer(self.model.parameters(), self.members)
+        else:
+            self.model = MemberLoop([m.to(self.device) for m in singles])
+            self.optimizer = MemberOptimizers(
+                [
+                    make_optimizer(one.parameters(), [m])
+                    for one, m in zip(self.model.models, self.members)
+                ]
+            )
         self.step = 0
         self.active = torch.ones(self.k, dtype=torch.bool, device=self.device)
         self.diverged_at = torch.full((self.k,), -1, dtype=torch.int64, device=self.device)
@@ -303,7 +321,7 @@ class StackedRun:
         """Logits ``(N, K, classes)`` for inputs ``(N, K, C, H, W)`` (member k gets
         ``x[:, k]``), in the model's current mode. A run of one member holds an ordinary
         model, which takes ``(N, C, H, W)``."""
-        if self.k == 1:
+        if self.k == 1 and self.strategy == "stacked":
             return self.model(x[:, 0]).unsqueeze(1)
         return self.model(x)
 

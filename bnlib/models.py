@@ -22,6 +22,7 @@ BN, the layer before it has no bias: BN's shift replaces it (Section 3.2 of the 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -36,10 +37,13 @@ __all__ = [
     "MLP",
     "NORMS",
     "VGG",
+    "MemberLoop",
     "ResNet",
     "StackedLinear",
     "build_model",
     "initialize",
+    "member_gradients",
+    "member_modules",
     "norm_layer",
     "parameter_count",
     "stack_members",
@@ -487,6 +491,8 @@ def unstack_member(stacked: nn.Module, k: int) -> nn.Module:
     """Member ``k`` of a stacked model as an ordinary single model (a copy)."""
     if not 0 <= k < stacked.members:
         raise ValueError(f"member {k} out of range: the stack has {stacked.members}")
+    if isinstance(stacked, MemberLoop):
+        return copy.deepcopy(stacked.models[k])
     single = type(stacked)(members=1, **stacked.config)
     single.to(next(stacked.parameters()).device)
     source = stacked.state_dict()
@@ -497,6 +503,53 @@ def unstack_member(stacked: nn.Module, k: int) -> nn.Module:
             target.copy_(_member_view(source[name], stacked.members, target.shape)[k])
     single.train(stacked.training)
     return single
+
+
+class MemberLoop(nn.Module):
+    """K single models with the interface of a stack, computed one after the other.
+
+    On a CPU a grouped convolution is slower than K ordinary ones (``python -m bnlib
+    bench`` measures both), so :class:`bnlib.engine.StackedRun` trains convolutional
+    networks this way there. Input ``(N, K, C, H, W)``, output ``(N, K, classes)``.
+
+    Attributes:
+        models: the K single models (``nn.ModuleList``).
+    """
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+        self.members = len(models)
+        self.config = models[0].config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x[:, k]) for k, m in enumerate(self.models)], dim=1)
+
+
+def member_modules(model: nn.Module, name: str) -> list[nn.Module]:
+    """The module called ``name`` (as in a single model's ``named_modules()``): one module
+    for a stack (holding every member), K modules for a :class:`MemberLoop`."""
+    singles = model.models if isinstance(model, MemberLoop) else [model]
+    found = []
+    for single in singles:
+        modules = dict(single.named_modules())
+        if name not in modules:
+            raise ValueError(
+                f"no layer {name!r} in the model; layers: {[n for n in modules if n][:40]}"
+            )
+        found.append(modules[name])
+    return found
+
+
+def member_gradients(model: nn.Module, k: int) -> dict[str, torch.Tensor | None]:
+    """Member ``k``'s parameter gradients by (single-model) parameter name."""
+    if isinstance(model, MemberLoop):
+        return {n: p.grad for n, p in model.models[k].named_parameters()}
+    single_shapes = {n: p.shape for n, p in unstack_member(model, k).named_parameters()}
+    return {
+        n: None if p.grad is None else _member_view(p.grad, model.members, single_shapes[n])[k]
+        for n, p in model.named_parameters()
+    }
 
 
 def parameter_count(model: nn.Module) -> int:

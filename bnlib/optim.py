@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["StackedAdam", "StackedSGD", "per_member"]
+__all__ = ["MemberOptimizers", "StackedAdam", "StackedSGD", "per_member"]
 
 
 def per_member(
@@ -150,3 +150,24 @@ class StackedAdam(_StackedOptimizer):
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             denom = (v / (1 - b2**self.t)).sqrt_().add_(self.eps)
             view.addcmul_(m / denom, step_k)
+
+
+class MemberOptimizers:
+    """One optimizer per member, for K separate models (:class:`bnlib.models.MemberLoop`),
+    with the interface of the stacked optimizers."""
+
+    def __init__(self, optimizers: Sequence[_StackedOptimizer]) -> None:
+        self.optimizers = list(optimizers)
+
+    def zero_grad(self) -> None:
+        """Forget all gradients."""
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor | None = None) -> None:
+        """Step the optimizers of the active members; the others' models stay as they are."""
+        flags = [True] * len(self.optimizers) if active is None else active.tolist()
+        for optimizer, flag in zip(self.optimizers, flags):
+            if flag:
+                optimizer.step()

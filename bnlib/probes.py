@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from bnlib.data import Split
+from bnlib.models import member_gradients, member_modules
 
 __all__ = ["activation_stats", "gradient_norms", "preserved_state", "test_accuracy"]
 
@@ -88,21 +89,16 @@ def activation_stats(
 
     def probe(run, step: int) -> list[dict]:
         model, k = run.model, run.k
-        modules = dict(model.named_modules())
-        missing = [name for name in layers if name not in modules]
-        if missing:
-            raise ValueError(
-                f"no layer {missing} in the model; layers: {[n for n in modules if n][:40]}"
-            )
-        captured: dict[str, torch.Tensor] = {}
+        modules = {name: member_modules(model, name) for name in layers}
+        captured: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
 
         def hook(name):
             def keep(module, inputs, output):
-                captured[name] = inputs[0] if capture == "input" else output
+                captured[name].append(inputs[0] if capture == "input" else output)
 
             return keep
 
-        handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
+        handles = [m.register_forward_hook(hook(name)) for name in layers for m in modules[name]]
         try:
             with preserved_state(model), torch.no_grad():
                 model.train(mode == "train")
@@ -111,8 +107,8 @@ def activation_stats(
             for h in handles:
                 h.remove()
         rows = []
-        for name in layers:
-            values = _per_member(captured[name], k, per_channel)
+        for name in layers:  # a loop's K outputs, joined like a stack's: (N, K*C, ...)
+            values = _per_member(torch.cat(captured[name], dim=1), k, per_channel)
             if per_channel and units is not None:
                 values = values[:, list(units)]
             stats = {"mean": values.mean(-1), "std": values.std(-1)}
@@ -165,23 +161,26 @@ def gradient_norms(x: torch.Tensor, y: torch.Tensor, parameters: Sequence[str] |
 
     def probe(run, step: int) -> list[dict]:
         model, k = run.model, run.k
-        named = dict(model.named_parameters())
-        names = list(parameters) if parameters is not None else list(named)
         with preserved_state(model):
             model.train()
             for p in model.parameters():
                 p.grad = None
             run.losses(run.forward(_expand(x, k)), y[:, None].expand(-1, k)).sum().backward()
-            norms = {
-                n: named[n].grad.unflatten(0, (k, -1)).flatten(1).norm(dim=1).cpu()
-                for n in names
-                if named[n].grad is not None
-            }
-        return [
-            {"member": m, "layer": n, "metric": "grad norm", "value": float(v[m])}
-            for n, v in norms.items()
-            for m in range(k)
-        ]
+            rows = []
+            for member in range(k):
+                grads = member_gradients(model, member)
+                names = list(parameters) if parameters is not None else list(grads)
+                rows += [
+                    {
+                        "member": member,
+                        "layer": n,
+                        "metric": "grad norm",
+                        "value": float(grads[n].norm()),
+                    }
+                    for n in names
+                    if grads[n] is not None
+                ]
+        return rows
 
     return probe
 

@@ -8,7 +8,7 @@ import torch
 
 from bnlib import data
 from bnlib.engine import Member, StackedRun, accuracy, batch_indices, log_steps, train
-from bnlib.models import MLP, unstack_member
+from bnlib.models import MLP, member_gradients, unstack_member
 
 
 def test_batch_indices_cover_each_epoch_once():
@@ -113,8 +113,9 @@ TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-10)}
 
 
 @pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64], indirect=True)
+@pytest.mark.parametrize("strategy", ["stacked", "loop"])
 @pytest.mark.parametrize("name", list(SMALL))
-def test_stacked_run_equals_separate_models(name, small_mnist, default_dtype):
+def test_stacked_run_equals_separate_models(name, strategy, small_mnist, default_dtype):
     """Outputs (losses), gradients and updates of each member equal those of an ordinary
     nn.Module with torch.optim.SGD, the same initial weights and the same batches."""
     tol, grad_tol = TOLERANCE[default_dtype]
@@ -125,7 +126,8 @@ def test_stacked_run_equals_separate_models(name, small_mnist, default_dtype):
         Member(lr=0.2, seed=2, momentum=0.9),
         Member(lr=0.1, seed=1, init="xavier", gain=0.8),
     ]
-    run = StackedRun(architecture, config, members, split, batch_size=20)
+    run = StackedRun(architecture, config, members, split, batch_size=20, strategy=strategy)
+    assert run.strategy == strategy
     singles = [unstack_member(run.model, k) for k in range(run.k)]
     optimizers = [
         torch.optim.SGD(m.parameters(), lr=mem.lr, momentum=mem.momentum)
@@ -149,8 +151,9 @@ def test_stacked_run_equals_separate_models(name, small_mnist, default_dtype):
             opt.zero_grad()
             loss.backward()
             assert losses[k].item() == pytest.approx(loss.item(), rel=tol, abs=tol)
-            for stacked, p in zip(run.model.parameters(), model.parameters()):
-                grad = stacked.grad.unflatten(0, (3, -1))[k].reshape(p.shape)
+            grads = member_gradients(run.model, k)
+            for n, p in model.named_parameters():
+                grad = grads[n]
                 scale = max(1.0, p.grad.abs().max().item())
                 assert (grad - p.grad).abs().max().item() <= grad_tol * scale
             opt.step()
@@ -194,11 +197,23 @@ def test_same_seed_same_results(small_mnist):
     pd.testing.assert_frame_equal(once(), once())
 
 
+def test_auto_strategy_loops_convolutions_on_cpu(small_mnist):
+    def strategy(architecture, config):
+        return StackedRun(
+            architecture, config, [Member(lr=0.1)], small_mnist, batch_size=10, device="cpu"
+        ).strategy
+
+    assert strategy("mlp", {}) == "stacked"
+    assert strategy("resnet", SMALL["resnet"][1]) == "loop"
+
+
 def test_stacked_run_rejects_bad_input(small_mnist):
     with pytest.raises(ValueError, match="learning rate must be > 0"):
         StackedRun("mlp", {}, [Member(lr=-1.0)], small_mnist, batch_size=10)
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         StackedRun("mlp", {}, [Member(lr=0.1)], small_mnist, batch_size=10, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unknown strategy 'vmap'"):
+        StackedRun("mlp", {}, [Member(lr=0.1)], small_mnist, batch_size=10, strategy="vmap")
     with pytest.raises(ValueError, match="unknown architecture 'transformer'"):
         StackedRun("transformer", {}, [Member(lr=0.1)], small_mnist, batch_size=10)
 
