@@ -1,0 +1,49 @@
+"""bnlib.experiments: the registry, profiles and run() through the cache."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+
+from bnlib import experiments
+
+
+@pytest.fixture(autouse=True)
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNLIB_RESULTS", str(tmp_path))
+    monkeypatch.delenv("BNLIB_PROFILE", raising=False)
+    return tmp_path
+
+
+def test_every_experiment_has_both_profiles_that_fit_its_signature():
+    experiments._load_all()
+    assert {"lr_sweep", "running_statistics", "bias_blowup"} <= set(experiments.REGISTRY)
+    for name, exp in experiments.REGISTRY.items():
+        assert set(exp.profiles) == {"quick", "full"}, name
+        for config in exp.profiles.values():
+            json.dumps(config)  # stored as JSON
+            inspect.signature(exp.function).bind(**config)
+        assert exp.description and exp.chapter
+
+
+def test_profile_choice_and_errors(monkeypatch):
+    assert experiments.profile_name(None) == "quick"
+    monkeypatch.setenv("BNLIB_PROFILE", "full")
+    assert experiments.profile_name(None) == "full"
+    assert experiments.profile_name("quick") == "quick"
+    monkeypatch.setenv("BNLIB_PROFILE", "medium")
+    with pytest.raises(ValueError, match="unknown profile 'medium'.*BNLIB_PROFILE"):
+        experiments.profile_name(None)
+    with pytest.raises(ValueError, match="unknown experiment 'nope'.*lr_sweep"):
+        experiments.get("nope")
+
+
+def test_run_caches_and_records_the_profile(results):
+    first = experiments.run("gradient_check", shapes=[[2, 3]])
+    again = experiments.run("gradient_check", shapes=[[2, 3]])
+    assert first.path == again.path and first.path.is_relative_to(results / "quick")
+    assert first.meta["config"] == {"shapes": [[2, 3]]}
+    assert first.frame["passed"].all()
+    assert again.meta["provenance"]["date"] == first.meta["provenance"]["date"]
