@@ -184,6 +184,14 @@ class _Stackable(nn.Module):
     members: int
     config: dict
 
+    def _finish(self, config: dict, channels_last: bool = False) -> None:
+        """Record the config, initialize a single model, choose the memory format."""
+        self.config = config
+        if self.members == 1:
+            initialize(self, config["init"], config["gain"])
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
     def _classify(self, features: torch.Tensor) -> torch.Tensor:
         """The head on pooled features ``(N, K*F)``; logits ``(N, K, classes)`` for a stack."""
         if self.members == 1:
@@ -251,17 +259,17 @@ class MLP(_Stackable):
         self.norms = nn.ModuleList(norm_layer(norm, k * b) for b in hidden)
         self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden)
         self.head = _linear(k, widths[-1], classes, bias=True)
-        self.config = {
-            "in_features": in_features,
-            "hidden": tuple(hidden),
-            "classes": classes,
-            "activation": activation,
-            "norm": norm,
-            "init": init,
-            "gain": gain,
-        }
-        if members == 1:
-            initialize(self, init, gain)
+        self._finish(
+            {
+                "in_features": in_features,
+                "hidden": tuple(hidden),
+                "classes": classes,
+                "activation": activation,
+                "norm": norm,
+                "init": init,
+                "gain": gain,
+            }
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.members == 1:
@@ -351,19 +359,19 @@ class ResNet(_Stackable):
                 a = b
         self.blocks = nn.Sequential(*blocks)
         self.head = _linear(k, a, classes, bias=True)
-        self.config = {
-            "depth": depth,
-            "in_channels": in_channels,
-            "classes": classes,
-            "norm": norm,
-            "activation": activation,
-            "width": width,
-            "init": init,
-            "gain": gain,
-        }
-        if members == 1:
-            initialize(self, init, gain)
-        self.to(memory_format=torch.channels_last)
+        self._finish(
+            {
+                "depth": depth,
+                "in_channels": in_channels,
+                "classes": classes,
+                "norm": norm,
+                "activation": activation,
+                "width": width,
+                "init": init,
+                "gain": gain,
+            },
+            channels_last=True,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._merge_input(x).contiguous(memory_format=torch.channels_last)
@@ -408,19 +416,19 @@ class VGG(_Stackable):
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.head = _linear(k, a, classes, bias=True)
-        self.config = {
-            "widths": tuple(widths),
-            "convs": convs,
-            "in_channels": in_channels,
-            "classes": classes,
-            "norm": norm,
-            "activation": activation,
-            "init": init,
-            "gain": gain,
-        }
-        if members == 1:
-            initialize(self, init, gain)
-        self.to(memory_format=torch.channels_last)
+        self._finish(
+            {
+                "widths": tuple(widths),
+                "convs": convs,
+                "in_channels": in_channels,
+                "classes": classes,
+                "norm": norm,
+                "activation": activation,
+                "init": init,
+                "gain": gain,
+            },
+            channels_last=True,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._merge_input(x).contiguous(memory_format=torch.channels_last)
