@@ -8,9 +8,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export BNLIB_PROGRESS ?= 0
+CHAPTERS := $(shell grep -l '^jupytext:' chapters/*.md)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: book test lint format install clean clean-cache
+.PHONY: book test lint format install clean clean-cache notebooks browser
 
 install: $(STAMP)
 
@@ -23,13 +24,24 @@ $(STAMP): requirements.txt pyproject.toml
 
 book: $(STAMP)
 	@start=$$(date +%s); \
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going; \
+	BNLIB_BOOK_BUILD=1 $(VENV)/bin/jupyter-book build . -W -n --keep-going; \
 	echo "book built in $$(( $$(date +%s) - start )) s: _build/html/index.html"
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest -m "not book"
 	$(MAKE) book
 	$(PY) -m pytest -m book
+
+# Colab opens .ipynb files only: notebooks/ holds the chapters as notebooks (no outputs).
+notebooks: $(STAMP)
+	@mkdir -p notebooks
+	@for f in $(CHAPTERS); do \
+	  $(VENV)/bin/jupytext --quiet --to ipynb --output notebooks/$$(basename $${f%.md}).ipynb $$f; \
+	done
+
+# The browser test drives Debian's Chromium (no tool can download its own browser here).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bnlib tests

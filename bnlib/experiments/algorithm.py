@@ -214,6 +214,7 @@ def running_statistics(
     dataset: str = "mnist",
     population_examples: int = 10_000,
     points: int = 16,
+    activation: str = "sigmoid",
     device: str | None = "cpu",
 ) -> pd.DataFrame:
     r"""How Algorithm 2's running averages approach the population statistics in training.
@@ -223,7 +224,7 @@ def running_statistics(
     for every BN layer the distance between the running statistics and the population
     statistics of the *current* network (:func:`bnlib.norm.population_statistics` on
     ``population_examples`` training images), and the test accuracy with each kind of
-    statistics.
+    statistics. ``activation`` replaces the paper's sigmoid.
 
     Returns:
         Columns ``step, loss, diverged, momentum, metric, value``; ``momentum`` is a string
@@ -263,7 +264,7 @@ def running_statistics(
     frames = []
     for momentum in momenta:
         seed_everything(seed)
-        model = MLP(norm="bnlib", **PAPER_MLP).to(dev)
+        model = MLP(norm="bnlib", **{**PAPER_MLP, "activation": activation}).to(dev)
         for layer in _bn_layers(model):
             layer.momentum = momentum
         frames.append(
@@ -442,15 +443,17 @@ def batch_statistics_noise(
     gets a normalized value :math:`\hat x` that varies with its batch-mates.
 
     Returns:
-        Columns ``batch_size, draw, unit, mean_error, std_ratio, x_hat``:
-        :math:`(\mu_\mathcal{B}-\mu)/\sigma`, :math:`\sigma_\mathcal{B}/\sigma`, and the
-        fixed example's :math:`\hat x` in that batch. The spread of each over draws is the
-        noise BN injects; for the mean it is :math:`1/\sqrt{m}` in theory.
+        Columns ``batch_size, draw, unit, mean_error, std_ratio, x_hat,
+        x_hat_population``: :math:`(\mu_\mathcal{B}-\mu)/\sigma`,
+        :math:`\sigma_\mathcal{B}/\sigma`, the fixed example's :math:`\hat x` in that
+        batch, and its :math:`\hat x` with the population statistics. The spread of each
+        over draws is the noise BN injects; for the mean it is :math:`1/\sqrt{m}` in theory.
     """
     pre = _first_layer_inputs("linear", 60_000, seed, dataset)[:, :units]
     mu, sigma = pre.mean(0), pre.std(0, unbiased=False)
     gen = torch.Generator().manual_seed(seed + 1)
     fixed = pre[0]
+    x_hat_population = (fixed - mu) / torch.sqrt(sigma.square() + 1e-5)
     rest = pre[1:]
     frames = []
     for m in batch_sizes:
@@ -468,6 +471,7 @@ def batch_statistics_noise(
                     "mean_error": ((mean_b - mu) / sigma).reshape(-1).numpy(),
                     "std_ratio": (std_b / sigma).reshape(-1).numpy(),
                     "x_hat": x_hat.reshape(-1).numpy(),
+                    "x_hat_population": x_hat_population.repeat(draws).numpy(),
                 }
             )
         )

@@ -1,0 +1,215 @@
+"""Interactive figures that work without a kernel: plotly, rendered in the browser.
+
+A reader of the built HTML book has no Python kernel, so an ipywidgets slider there would
+be dead. These figures carry their data (a precomputed sweep) into the page and let the
+browser do the interaction: hover shows values, clicking a legend item toggles a series,
+a slider moves across the sweep. plotly.js comes from the ``plotly`` Python package and
+is served by the book itself (:mod:`bnlib.sphinx_ext`): no CDN, the pages work offline.
+
+Each function takes an experiment's tidy DataFrame (as the matplotlib figures in
+:mod:`bnlib.figures` do) and returns a :class:`plotly.graph_objects.Figure`; :func:`show`
+displays it (an HTML fragment in the book's build, the normal plotly output in Jupyter).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "batch_noise_slider",
+    "distribution_shift",
+    "in_book_build",
+    "running_statistics",
+    "show",
+]
+
+_COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]
+
+
+def in_book_build() -> bool:
+    """True while the book is being built (``make book`` sets ``BNLIB_BOOK_BUILD=1``)."""
+    return os.environ.get("BNLIB_BOOK_BUILD") == "1"
+
+
+def show(fig):
+    """Display a plotly figure.
+
+    In the book's build: an HTML fragment that draws with the page's own plotly.js (no
+    script from a CDN, no MathJax of plotly's own), marked so that the page's MathJax
+    leaves it alone. In a kernel (Jupyter, Binder, Colab): the figure itself, shown by
+    plotly's renderer.
+    """
+    if not in_book_build():
+        return fig
+    from IPython.display import HTML
+
+    html = fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        include_mathjax=False,
+        config={"displaylogo": False, "responsive": True},
+    )
+    return HTML(f'<div class="bnlib-interactive tex2jax_ignore mathjax_ignore">{html}</div>')
+
+
+def _layout(fig, title: str, **axes):
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        height=420,
+        margin={"l": 60, "r": 20, "t": 60, "b": 60},
+        legend={"title": {"text": "click to hide or show"}},
+        **axes,
+    )
+    return fig
+
+
+def running_statistics(df: pd.DataFrame):
+    """Distance of the running averages from the population statistics, and eval-mode
+    accuracy, over training: one series per momentum and metric.
+
+    Args:
+        df: :func:`bnlib.experiments.algorithm.running_statistics` output.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    d = df[df["step"] > 0]
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "running averages vs population statistics",
+            "test accuracy, eval mode (running)",
+        ),
+    )
+    for i, (momentum, part) in enumerate(d.groupby("momentum", sort=False)):
+        color = _COLORS[i % len(_COLORS)]
+        for metric, dash in (("mean error", "solid"), ("var error", "dash")):
+            m = part[part["metric"] == metric]
+            fig.add_trace(
+                go.Scatter(
+                    x=m["step"],
+                    y=m["value"],
+                    mode="lines+markers",
+                    legendgroup=str(momentum),
+                    name=f"momentum {momentum}: {metric}",
+                    line={"color": color, "dash": dash},
+                    hovertemplate="step %{x}<br>" + metric + " %{y:.4f}<extra></extra>",
+                ),
+                1,
+                1,
+            )
+        acc = part[part["metric"] == "accuracy: running statistics"]
+        fig.add_trace(
+            go.Scatter(
+                x=acc["step"],
+                y=acc["value"],
+                mode="lines+markers",
+                legendgroup=str(momentum),
+                name=f"momentum {momentum}: accuracy",
+                line={"color": color},
+                hovertemplate="step %{x}<br>accuracy %{y:.4f}<extra></extra>",
+            ),
+            1,
+            2,
+        )
+    fig.update_xaxes(type="log", title_text="training step")
+    fig.update_yaxes(type="log", title_text="relative distance", row=1, col=1)
+    fig.update_yaxes(title_text="test accuracy", row=1, col=2)
+    return _layout(fig, "Running statistics during training (hover for values)")
+
+
+def distribution_shift(df: pd.DataFrame):
+    """Test accuracy against the test images' contrast, one series per network.
+
+    Args:
+        df: :func:`bnlib.experiments.algorithm.distribution_shift` output.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, (network, part) in enumerate(df.groupby("network", sort=False)):
+        fig.add_trace(
+            go.Scatter(
+                x=part["contrast"],
+                y=part["accuracy"],
+                mode="lines+markers",
+                name=network,
+                line={"color": _COLORS[i % len(_COLORS)]},
+                hovertemplate="contrast %{x}<br>accuracy %{y:.4f}<extra>" + network + "</extra>",
+            )
+        )
+    fig.update_xaxes(
+        title_text="contrast of the test images (1 = as in training)", autorange="reversed"
+    )
+    fig.update_yaxes(title_text="test accuracy", range=[0, 1])
+    return _layout(fig, "Eval-mode BN under a distribution shift")
+
+
+def batch_noise_slider(df: pd.DataFrame, bins: int = 60):
+    r"""One image's normalized value :math:`\hat x` across random batches, minus its
+    value under the population statistics, with a slider over the batch size.
+
+    Args:
+        df: :func:`bnlib.experiments.algorithm.batch_statistics_noise` output.
+        bins: histogram bins, shared by all batch sizes so the widths can be compared.
+    """
+    import plotly.graph_objects as go
+
+    deviation = df["x_hat"] - df["x_hat_population"]
+    d = df.assign(deviation=deviation)
+    sizes = sorted(d["batch_size"].unique())
+    edges = np.linspace(
+        *np.quantile(d.loc[d["batch_size"] == sizes[0], "deviation"], [0.005, 0.995]), bins + 1
+    )
+    fig = go.Figure()
+    for i, size in enumerate(sizes):
+        values = d.loc[d["batch_size"] == size, "deviation"].to_numpy()
+        counts, _ = np.histogram(values, edges)
+        fig.add_trace(
+            go.Bar(
+                x=(edges[:-1] + edges[1:]) / 2,
+                y=counts / counts.sum(),
+                visible=i == 0,
+                name=f"batch size {size}",
+                marker={"color": _COLORS[0]},
+                hovertemplate="deviation %{x:.3f}<br>fraction %{y:.3f}<extra></extra>",
+            )
+        )
+    steps = []
+    for i, size in enumerate(sizes):
+        spread = d.loc[d["batch_size"] == size, "deviation"].std()
+        steps.append(
+            {
+                "label": str(size),
+                "method": "update",
+                "args": [
+                    {"visible": [j == i for j in range(len(sizes))]},
+                    {"title": f"batch size {size}: spread of x_hat across batches {spread:.3f}"},
+                ],
+            }
+        )
+    first = d.loc[d["batch_size"] == sizes[0], "deviation"].std()
+    fig.update_layout(
+        sliders=[
+            {
+                "active": 0,
+                "currentvalue": {"prefix": "batch size: "},
+                "pad": {"t": 40},
+                "steps": steps,
+            }
+        ],
+        bargap=0.02,
+    )
+    fig.update_xaxes(
+        title_text="x_hat in a random batch minus x_hat with the population statistics",
+        range=[edges[0], edges[-1]],
+    )
+    fig.update_yaxes(title_text="fraction of batches")
+    fig = _layout(fig, f"batch size {sizes[0]}: spread of x_hat across batches {first:.3f}")
+    fig.update_layout(showlegend=False)
+    return fig

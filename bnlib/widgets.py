@@ -1,0 +1,219 @@
+"""Explorers: controls (ipywidgets) that re-run a small experiment with the reader's
+settings and redraw its figure, in Jupyter, Binder or Colab.
+
+An explorer needs a running kernel. In the built HTML book there is none, so there an
+explorer shows the figure its default settings produce, and says how to launch the
+chapter to change them (Binder, Colab, or a local Jupyter), instead of a slider that looks
+alive but does nothing. Experiments show their progress; interrupting the kernel
+(the stop button of Jupyter) stops a run and leaves the explorer ready for another.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+from bnlib.figures.interactive import in_book_build
+from bnlib.provenance import PACKAGE_DIR
+
+__all__ = ["Explorer", "launch_links", "running_statistics_explorer"]
+
+
+def launch_links(chapter: str) -> dict[str, str]:
+    """Binder and Colab URLs of a chapter, from the book's ``_config.yml``.
+
+    Args:
+        chapter: the chapter's file name without suffix, e.g. ``"bn_algorithm"``.
+
+    Returns:
+        ``{"Binder": url, "Colab": url}``, or ``{}`` when bnlib is not in the book's
+        repository (an installed copy) or the repository is not on GitHub.
+    """
+    import yaml
+
+    config_path = PACKAGE_DIR.parent / "_config.yml"
+    if not config_path.exists():
+        return {}
+    config = yaml.safe_load(config_path.read_text())
+    url = config.get("repository", {}).get("url", "").rstrip("/")
+    branch = config.get("repository", {}).get("branch", "main")
+    buttons = config.get("launch_buttons", {})
+    if "github.com/" not in url:
+        return {}
+    org_repo = url.split("github.com/", 1)[1]
+    links = {}
+    if buttons.get("binderhub_url"):
+        links["Binder"] = (
+            f"{buttons['binderhub_url'].rstrip('/')}/v2/gh/{org_repo}/{branch}"
+            f"?urlpath=tree/chapters/{chapter}.md"
+        )
+    if buttons.get("colab_url"):
+        links["Colab"] = (
+            f"{buttons['colab_url'].rstrip('/')}/github/{org_repo}/blob/{branch}"
+            f"/notebooks/{chapter}.ipynb"
+        )
+    return links
+
+
+def _display_once(result) -> None:
+    """Display ``result``; a matplotlib figure is then closed, so that the inline backend
+    does not show it a second time (outside the explorer) when the cell ends."""
+    from IPython.display import display
+
+    display(result)
+    from matplotlib.figure import Figure
+
+    if isinstance(result, Figure):
+        import matplotlib.pyplot as plt
+
+        plt.close(result)
+
+
+class Explorer:
+    """Controls, a Run button, a progress area and the figure of the last run.
+
+    Args:
+        title: what the explorer varies, shown above the controls.
+        controls: ipywidgets by the name of the ``compute`` argument they set.
+        compute: ``compute(**values)`` runs the experiment and returns a figure (or any
+            displayable object).
+        chapter: the chapter's file name (for the launch links in the static book).
+        defaults: the values the static book shows; default: the controls' own values.
+    """
+
+    def __init__(
+        self,
+        title: str,
+        controls: dict,
+        compute: Callable[..., object],
+        chapter: str,
+        defaults: dict | None = None,
+    ) -> None:
+        self.title, self.controls, self.compute = title, controls, compute
+        self.chapter = chapter
+        self.defaults = defaults or {name: w.value for name, w in controls.items()}
+        self._box = None
+
+    def values(self) -> dict:
+        """The controls' current values, by argument name."""
+        return {name: widget.value for name, widget in self.controls.items()}
+
+    def static_notice(self) -> str:
+        """The HTML shown in the static book in place of the controls."""
+        links = launch_links(self.chapter)
+        buttons = (
+            " or ".join(f'<a href="{html.escape(u)}">{name}</a>' for name, u in links.items())
+            or "Binder or Colab"
+        )
+        settings = ", ".join(f"{k} = {v}" for k, v in self.defaults.items())
+        return (
+            '<div class="admonition note bnlib-explorer-static"><p class="admonition-title">'
+            f"Explorer: {html.escape(self.title)}</p><p>This page shows the result for "
+            f"{html.escape(settings)}. The explorer re-runs the experiment with your own "
+            "settings; it needs a running Python kernel. Launch this chapter in "
+            f"{buttons} (the rocket icon at the top of the page), or open it in a local "
+            "Jupyter, and run this cell to change them.</p></div>"
+        )
+
+    def build(self):
+        """The live explorer: controls, a Run button, a status line and an output area
+        (``ipywidgets.VBox``). Sets ``self.button``, ``self.status``, ``self.output``."""
+        import ipywidgets as w
+
+        self.output = w.Output()
+        self.status = w.HTML()
+        self.button = w.Button(description="Run", button_style="primary", icon="play")
+        self.button.on_click(self.run)
+        header = w.HTML(f"<b>{html.escape(self.title)}</b>")
+        return w.VBox([header, *self.controls.values(), self.button, self.status, self.output])
+
+    def run(self, _=None) -> None:
+        """Re-run with the controls' values; an interrupt or bad settings leave the
+        explorer ready for the next run."""
+
+        self.button.disabled = True
+        self.status.value = "<i>running... (interrupt the kernel to stop)</i>"
+        self.output.clear_output(wait=True)
+        try:
+            with self.output:
+                _display_once(self.compute(**self.values()))
+            self.status.value = ""
+        except KeyboardInterrupt:
+            self.status.value = "<b>Interrupted.</b> Change the settings and press Run again."
+        except ValueError as error:
+            self.status.value = f"<b>Cannot run:</b> {html.escape(str(error))}"
+        finally:
+            self.button.disabled = False
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import HTML, display
+
+        if in_book_build():
+            display(HTML(self.static_notice()))
+            _display_once(self.compute(**self.defaults))
+        else:
+            display(self.build())
+            self.run()
+
+
+def running_statistics_explorer() -> Explorer:
+    """Explorer for "how good are the running averages?" in the chapter "The BN algorithm".
+
+    Re-runs :func:`bnlib.experiments.algorithm.running_statistics` for one momentum with
+    the reader's batch size, learning rate, activation and number of steps (a few
+    seconds on a 2-core CPU at the defaults, at most about 30 s) and draws
+    :func:`bnlib.figures.algorithm.running_statistics`.
+    """
+    import ipywidgets as w
+
+    from bnlib.experiments.algorithm import running_statistics
+    from bnlib.figures import algorithm as figures
+
+    style = {"description_width": "110px"}
+    controls = {
+        "momentum": w.Dropdown(
+            options=[
+                ("0.3", 0.3),
+                ("0.1 (PyTorch)", 0.1),
+                ("0.01", 0.01),
+                ("None (cumulative)", None),
+            ],
+            value=0.1,
+            description="momentum",
+            style=style,
+        ),
+        "batch_size": w.Dropdown(
+            options=[4, 8, 16, 32, 60, 128], value=60, description="batch size", style=style
+        ),
+        "lr": w.FloatLogSlider(
+            value=0.5, base=10, min=-2, max=1, step=0.25, description="learning rate", style=style
+        ),
+        "activation": w.Dropdown(
+            options=["sigmoid", "tanh", "relu"],
+            value="sigmoid",
+            description="activation",
+            style=style,
+        ),
+        "steps": w.IntSlider(
+            value=300, min=50, max=1000, step=50, description="steps", style=style
+        ),
+    }
+
+    def compute(momentum, batch_size, lr, activation, steps):
+        df = running_statistics(
+            steps=steps,
+            momenta=(momentum,),
+            batch_size=batch_size,
+            lr=lr,
+            activation=activation,
+            points=10,
+            population_examples=5000,
+        )
+        return figures.running_statistics(df)
+
+    return Explorer(
+        "running averages: momentum, batch size, learning rate",
+        controls,
+        compute,
+        chapter="bn_algorithm",
+    )

@@ -1,0 +1,153 @@
+"""The built book in a real browser (headless Chromium, driven by Playwright).
+
+For every page: no JavaScript console error, no request to any host but localhost, every
+image loaded, math typeset; on each interactive figure, clicking a legend item or moving
+a slider changes what is drawn. A full-page PNG screenshot of every page is saved under
+``_build/screenshots/``. Run by ``make test`` after the build (``pytest -m book``).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+HTML = Path(os.environ.get("BNLIB_BOOK_HTML") or REPO / "_build" / "html")
+SHOTS = HTML.parent / "screenshots"
+pytestmark = pytest.mark.book
+LOCAL = {"127.0.0.1", "localhost"}
+
+
+def pages() -> list[str]:
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    return [toc["root"], *(entry["file"] for entry in toc.get("chapters", []))]
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    assert HTML.exists(), "build the book first (make book)"
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(HTML))
+    )
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "Debian's chromium is needed: apt-get install chromium (make test does)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=executable,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+def _open(browser, url: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems = {"console": [], "external": []}
+    page.on("console", lambda m: problems["console"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems["console"].append(str(e)))
+
+    def route(r):
+        if urlparse(r.request.url).hostname in LOCAL or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            problems["external"].append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(url, wait_until="load")
+    for y in range(0, page.evaluate("document.body.scrollHeight"), 700):  # lazy images
+        page.evaluate(f"window.scrollTo(0, {y})")
+        page.wait_for_timeout(30)
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    page.evaluate("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+    return page, problems
+
+
+@pytest.mark.parametrize("name", pages())
+def test_page_loads_offline_without_errors(name, server, browser):
+    page, problems = _open(browser, f"{server}/{name}.html")
+    try:
+        assert not problems["external"], f"requests outside localhost: {problems['external']}"
+        assert not problems["console"], f"console errors: {problems['console']}"
+        broken = page.evaluate(
+            "() => Array.from(document.images)"
+            ".filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+        )
+        assert not broken, f"images that did not load: {broken}"
+        if page.locator("span.math, div.math").count():
+            assert page.locator("mjx-container").count() > 0, "math was not typeset"
+        page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-page
+        page.wait_for_timeout(100)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name.replace('/', '_')}.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def _drawn(page, index: int) -> str:
+    """Everything the figure has drawn (its SVG layers)."""
+    return page.evaluate(
+        f"() => Array.from(document.querySelectorAll('.plotly-graph-div')[{index}]"
+        ".querySelectorAll('svg.main-svg')).map(s => s.innerHTML).join('')"
+    )
+
+
+@pytest.mark.parametrize("name", pages())
+def test_interactive_figures_respond(name, server, browser):
+    page, _ = _open(browser, f"{server}/{name}.html")
+    try:
+        figures = page.locator(".plotly-graph-div")
+        for i in range(figures.count()):
+            figure = figures.nth(i)
+            figure.scroll_into_view_if_needed()
+            before = _drawn(page, i)
+            slider = figure.locator(".slider-rail-touch-rect")
+            if slider.count():
+                box = slider.first.bounding_box()
+                page.mouse.click(box["x"] + box["width"] - 3, box["y"] + box["height"] / 2)
+            else:
+                figure.locator(".legendtoggle").first.click()
+            page.wait_for_timeout(1000)  # plotly waits to tell a click from a double-click
+            assert _drawn(page, i) != before, f"figure {i} on {name} did not change"
+    finally:
+        page.close()
+
+
+def test_book_has_interactive_figures(server, browser):
+    counts = {}
+    for name in pages():
+        page, _ = _open(browser, f"{server}/{name}.html")
+        counts[name] = page.locator(".plotly-graph-div").count()
+        page.close()
+    assert sum(counts.values()) >= 2, counts

@@ -1,0 +1,45 @@
+"""bnlib.figures.interactive: kernel-free plotly figures from real experiment data."""
+
+from __future__ import annotations
+
+import pytest
+
+from bnlib.experiments import algorithm as experiments
+from bnlib.figures import interactive
+
+
+@pytest.fixture(scope="module")
+def noise():
+    return experiments.batch_statistics_noise(batch_sizes=(4, 16, 64), draws=50, units=10)
+
+
+def test_batch_noise_slider_has_one_step_per_batch_size(noise):
+    fig = interactive.batch_noise_slider(noise)
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["4", "16", "64"]
+    assert [t.visible for t in fig.data] == [True, False, False]
+    assert steps[2].args[0]["visible"] == [False, False, True]
+    spreads = [float(s.args[1]["title"].rsplit(" ", 1)[1]) for s in steps]
+    assert spreads[0] > spreads[1] > spreads[2]  # the noise shrinks with the batch size
+
+
+def test_distribution_shift_and_running_statistics_have_a_series_each():
+    shift = experiments.distribution_shift(contrasts=(1.0, 0.5), steps=50)
+    fig = interactive.distribution_shift(shift)
+    assert {t.name for t in fig.data} == set(shift["network"])
+    running = experiments.running_statistics(
+        steps=20, momenta=(0.1, None), points=3, population_examples=600
+    )
+    fig = interactive.running_statistics(running)
+    assert len(fig.data) == 2 * 3  # per momentum: mean error, var error, accuracy
+
+
+def test_show_is_offline_html_in_the_book_and_the_figure_elsewhere(noise, monkeypatch):
+    fig = interactive.batch_noise_slider(noise)
+    monkeypatch.delenv("BNLIB_BOOK_BUILD", raising=False)
+    assert interactive.show(fig) is fig
+    monkeypatch.setenv("BNLIB_BOOK_BUILD", "1")
+    html = interactive.show(fig).data
+    assert "bnlib-interactive" in html and "mathjax_ignore" in html
+    assert "Plotly.newPlot" in html
+    assert "<script src" not in html and "cdn" not in html.lower()
