@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlib.norm import BatchNorm
+from bnlib.norm import BatchNorm, DistributionNoise
 
 __all__ = [
     "ACTIVATIONS",
@@ -229,6 +229,10 @@ class MLP(_Stackable):
         activation: a key of :data:`ACTIVATIONS`.
         norm: ``"none"``, ``"bnlib"`` or ``"torch"``.
         init: a key of :data:`INITS` (see :func:`initialize`), with ``gain``.
+        bias: give the hidden layers biases; default: only without BN (BN's shift
+            replaces them).
+        noise: add :class:`bnlib.norm.DistributionNoise` after each normalization layer
+            (Santurkar et al.'s "noisy BN"; with ``norm="none"``, noise on its own).
         members: number of stacked models (see the module docstring).
 
     Attributes:
@@ -246,6 +250,8 @@ class MLP(_Stackable):
         norm: str = "none",
         init: str = "default",
         gain: float = 1.0,
+        bias: bool | None = None,
+        noise: bool = False,
         members: int = 1,
     ) -> None:
         super().__init__()
@@ -253,10 +259,15 @@ class MLP(_Stackable):
         _choice("normalization", norm, NORMS)
         widths = [in_features, *hidden]
         k = self.members = members
+        use_bias = norm == "none" if bias is None else bias
         self.linears = nn.ModuleList(
-            _linear(k, a, b, bias=norm == "none") for a, b in zip(widths, widths[1:])
+            _linear(k, a, b, bias=use_bias) for a, b in zip(widths, widths[1:])
         )
-        self.norms = nn.ModuleList(norm_layer(norm, k * b) for b in hidden)
+        self.norms = nn.ModuleList(
+            nn.Sequential(norm_layer(norm, k * b), DistributionNoise()) if noise
+            else norm_layer(norm, k * b)
+            for b in hidden
+        )
         self.activations = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden)
         self.head = _linear(k, widths[-1], classes, bias=True)
         self._finish(
@@ -268,6 +279,8 @@ class MLP(_Stackable):
                 "norm": norm,
                 "init": init,
                 "gain": gain,
+                "bias": bias,
+                "noise": noise,
             }
         )
 

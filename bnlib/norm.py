@@ -27,6 +27,7 @@ from torch import nn
 
 __all__ = [
     "BatchNorm",
+    "DistributionNoise",
     "BatchNormFunction",
     "ForwardCache",
     "batch_norm",
@@ -405,3 +406,48 @@ def population_statistics(
             layer.momentum = momentum
         model.train(was_training)
     return model
+
+
+class DistributionNoise(nn.Module):
+    r"""Noise that shifts and rescales every unit's distribution at every step (training only).
+
+    Santurkar et al. (2018, Section 2.1) inject it after each BN layer to make the layer
+    inputs' distributions move much more than without BN ("noisy BN"). At each forward
+    pass in training mode, each channel :math:`c` draws a shift
+    :math:`\mu_c \sim U(\text{shift})` and a scale :math:`s_c \sim U(\text{scale})`; each
+    example then gets its own jitter around both,
+    :math:`m_{nc} = \mu_c + \delta_{nc}`, :math:`\sigma_{nc} = s_c (1 + \delta'_{nc})` with
+    :math:`\delta, \delta' \sim \mathcal N(0, \text{jitter}^2)`; and
+    :math:`a \leftarrow \sigma\, a + m`. In eval mode it is the identity.
+
+    Args:
+        shift: the range of :math:`\mu_c`, default :math:`U(-0.5, 0.5)`.
+        scale: the range of :math:`s_c`, default :math:`U(1, 1.25)`.
+        jitter: standard deviation of the per-example jitter (0.1 by default; the paper
+            does not state it).
+
+    Shape:
+        any ``(N, C, ...)``: channels on dim 1, the jitter drawn per element of the other
+        dims (so stacked models, ``(1, K*C, N)``, get per-example jitter too).
+    """
+
+    def __init__(self, shift: tuple[float, float] = (-0.5, 0.5),
+                 scale: tuple[float, float] = (1.0, 1.25), jitter: float = 0.1) -> None:
+        super().__init__()
+        if shift[0] > shift[1] or scale[0] > scale[1] or jitter < 0:
+            raise ValueError(f"bad noise ranges: shift={shift}, scale={scale}, jitter={jitter}")
+        self.shift, self.scale, self.jitter = shift, scale, jitter
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return a
+        channels = a.shape[1]
+        view = (1, channels, *([1] * (a.dim() - 2)))
+        mu = torch.empty(channels, device=a.device, dtype=a.dtype).uniform_(*self.shift)
+        s = torch.empty(channels, device=a.device, dtype=a.dtype).uniform_(*self.scale)
+        m = mu.view(view) + self.jitter * torch.randn_like(a)
+        sigma = s.view(view) * (1 + self.jitter * torch.randn_like(a))
+        return sigma * a + m
+
+    def extra_repr(self) -> str:
+        return f"shift={self.shift}, scale={self.scale}, jitter={self.jitter}"

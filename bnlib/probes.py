@@ -20,7 +20,13 @@ from torch import nn
 from bnlib.data import Split
 from bnlib.models import member_gradients, member_modules
 
-__all__ = ["activation_stats", "gradient_norms", "preserved_state", "test_accuracy"]
+__all__ = [
+    "activation_stats",
+    "gradient_norms",
+    "internal_covariate_shift",
+    "preserved_state",
+    "test_accuracy",
+]
 
 
 @contextlib.contextmanager
@@ -185,17 +191,32 @@ def gradient_norms(x: torch.Tensor, y: torch.Tensor, parameters: Sequence[str] |
     return probe
 
 
-def test_accuracy(split: Split, examples_per_chunk: int | None = None):
-    """A probe of each member's accuracy on ``split`` in eval mode (running statistics).
+def test_accuracy(
+    split: Split,
+    examples_per_chunk: int | None = None,
+    statistics: str = "running",
+    metric: str = "test accuracy",
+):
+    """A probe of each member's accuracy on ``split``.
 
     Args:
-        split: the test data, on the run's device.
-        examples_per_chunk: examples per forward pass; by default sized so that one chunk
-            holds about 8M input values for all members together.
+        split: the data, on the run's device.
+        examples_per_chunk: examples per forward pass. With ``statistics="running"`` only
+            a matter of memory (default: about 8M input values for all members together);
+            with ``"batch"`` it is the batch whose statistics BN uses.
+        statistics: ``"running"``: eval mode, BN uses its running (population)
+            statistics, Algorithm 2 of Ioffe & Szegedy; ``"batch"``: train mode, BN
+            normalizes each chunk with the chunk's own statistics (running statistics
+            restored afterwards).
+        metric: the name in the rows.
 
     Returns:
-        The probe. Rows: ``member, metric="test accuracy", value``.
+        The probe. Rows: ``member, metric, value``.
     """
+    if statistics not in ("running", "batch"):
+        raise ValueError(f"statistics must be 'running' or 'batch', got {statistics!r}")
+    if statistics == "batch" and not examples_per_chunk:
+        raise ValueError("statistics='batch' needs examples_per_chunk (the batch size)")
 
     def probe(run, step: int) -> list[dict]:
         model, k = run.model, run.k
@@ -203,10 +224,65 @@ def test_accuracy(split: Split, examples_per_chunk: int | None = None):
         chunk = examples_per_chunk or max(1, 8_000_000 // (k * per_example))
         correct = torch.zeros(k, device=split.x.device)
         with preserved_state(model), torch.no_grad():
-            model.eval()
+            model.train(statistics == "batch")
             for xb, yb in zip(split.x.split(chunk), split.y.split(chunk)):
                 correct += (run.forward(_expand(xb, k)).argmax(-1) == yb[:, None]).sum(0)
         acc = (correct / len(split.y)).cpu()
-        return [{"member": m, "metric": "test accuracy", "value": float(acc[m])} for m in range(k)]
+        return [{"member": m, "metric": metric, "value": float(acc[m])} for m in range(k)]
 
     return probe
+
+
+def internal_covariate_shift(
+    model: nn.Module,
+    layers: Sequence[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    loss_fn=nn.functional.cross_entropy,
+) -> list[dict]:
+    r"""Internal covariate shift as Santurkar, Tsipras, Ilyas & Madry (2018) define it.
+
+    For layer :math:`i` with weights :math:`W_i`: :math:`G_i` is the gradient of the loss
+    with respect to :math:`W_i` on the batch ``(x, y)``; :math:`G'_i` is the same gradient,
+    on the same batch, after every layer before :math:`i` has taken its SGD step
+    (:math:`W_j \leftarrow W_j - \eta\, \partial\ell/\partial W_j` for :math:`j < i`, from
+    the gradients at the current weights). ICS is :math:`\|G_i - G'_i\|_2`, also given as
+    the cosine between :math:`G_i` and :math:`G'_i`.
+
+    Args:
+        model: a single model (not a stack), in the mode to measure in (BN in train mode
+            uses the batch's statistics, as during training).
+        layers: the modules whose ``weight`` is :math:`W_1, \dots, W_k`, in forward order.
+        x, y: the batch.
+        lr: :math:`\eta`, the step of the previous layers.
+        loss_fn: ``loss_fn(model(x), y)``; cross-entropy by default.
+
+    Returns:
+        One row per layer: ``layer`` (index), ``ics`` (the L2 distance), ``cosine``,
+        ``grad_norm`` (:math:`\|G_i\|`). The model is left unchanged (weights, buffers,
+        gradients, mode).
+    """
+    weights = [layer.weight for layer in layers]
+    with preserved_state(model):
+        originals = [w.detach().clone() for w in weights]
+        grads = torch.autograd.grad(loss_fn(model(x), y), weights)
+        rows = []
+        try:
+            for i in range(len(weights)):
+                with torch.no_grad():
+                    for j in range(i):
+                        weights[j].sub_(lr * grads[j])
+                g_after = torch.autograd.grad(loss_fn(model(x), y), weights[i])[0]
+                with torch.no_grad():
+                    for j in range(i):
+                        weights[j].copy_(originals[j])
+                g, h = grads[i].flatten(), g_after.flatten()
+                rows.append({"layer": i, "ics": float((g - h).norm()),
+                             "cosine": float(g @ h / (g.norm() * h.norm()).clamp_min(1e-30)),
+                             "grad_norm": float(g.norm())})
+        finally:
+            with torch.no_grad():
+                for w, original in zip(weights, originals):
+                    w.copy_(original)
+    return rows

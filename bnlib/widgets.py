@@ -133,7 +133,7 @@ class Explorer:
 
         self.button.disabled = True
         self.status.value = "<i>running... (interrupt the kernel to stop)</i>"
-        self.output.clear_output(wait=True)
+        self.output.clear_output()
         try:
             with self.output:
                 _display_once(self.compute(**self.values()))

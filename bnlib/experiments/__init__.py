@@ -117,4 +117,4 @@ def run(
 
 def _load_all() -> None:
     """Import the experiment modules, which register their experiments."""
-    from bnlib.experiments import algorithm, learning_rate  # noqa: F401
+    from bnlib.experiments import algorithm, covariate_shift, learning_rate  # noqa: F401

@@ -1,0 +1,256 @@
+"""Experiments of the chapter "Internal covariate shift".
+
+- :func:`sigmoid_saturation`: why a drifting input distribution hurts a sigmoid.
+- :func:`ioffe_figure1`: Figure 1 of Ioffe & Szegedy (2015), MNIST, with and without BN.
+- :func:`ics_over_training`: internal covariate shift as Santurkar et al. (2018) measure
+  it, for the paper's MLP and for their 25-layer deep linear network.
+- :func:`noisy_bn`: Santurkar et al.'s "noisy BN": BN plus noise that moves every layer's
+  input distribution at every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from bnlib import data as datasets
+from bnlib import probes
+from bnlib.device import pick_device, seed_everything
+from bnlib.engine import Member, StackedRun, log_steps, train
+from bnlib.experiments import register
+from bnlib.models import MLP
+
+__all__ = ["ics_over_training", "ioffe_figure1", "noisy_bn", "sigmoid_saturation"]
+
+#: Ioffe & Szegedy's MNIST network (Section 4.1): three hidden layers of 100 sigmoids.
+PAPER_MLP = {"hidden": [100, 100, 100], "activation": "sigmoid"}
+
+
+@register("sigmoid_saturation", chapter="Internal covariate shift",
+          quick={"shifts": [0.0, 2.0, 4.0, 6.0]}, full={"shifts": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0]})
+def sigmoid_saturation(shifts: Sequence[float] = (0.0, 2.0, 4.0, 6.0), std: float = 1.0,
+                       points: int = 401) -> pd.DataFrame:
+    r"""A sigmoid's gradient against the distribution of its input, as that input drifts.
+
+    For inputs :math:`a \sim \mathcal N(\text{shift}, \text{std}^2)`, the density of
+    :math:`a`, the sigmoid's derivative :math:`\sigma'(a) = \sigma(a)(1-\sigma(a))`, and the
+    expected derivative :math:`\mathrm E[\sigma'(a)]` (the factor by which the gradient
+    reaching the layer below is scaled, on average).
+
+    Returns:
+        Columns ``x, shift, density, sigmoid_grad, expected_grad``.
+    """
+    x = np.linspace(-10, 10, points)
+    sig = 1 / (1 + np.exp(-x))
+    grad = sig * (1 - sig)
+    frames = []
+    for shift in shifts:
+        density = np.exp(-0.5 * ((x - shift) / std) ** 2) / (std * np.sqrt(2 * np.pi))
+        expected = float(np.sum(density * grad) * (x[1] - x[0]))
+        frames.append(pd.DataFrame({"x": x, "shift": shift, "density": density,
+                                    "sigmoid_grad": grad, "expected_grad": expected}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@register(
+    "ioffe_figure1", chapter="Internal covariate shift",
+    quick={"steps": 3000, "seeds": [0, 1, 2], "points": 20},
+    full={"steps": 50_000, "seeds": [0, 1, 2, 3, 4], "points": 40},
+)
+def ioffe_figure1(
+    steps: int = 3000,
+    seeds: Sequence[int] = (0, 1, 2),
+    lr: float = 0.5,
+    batch_size: int = 60,
+    activation: str = "sigmoid",
+    units: Sequence[int] = (0, 1, 2, 3, 4),
+    probe_examples: int = 1000,
+    points: int = 20,
+    device: str | None = "cpu",
+) -> pd.DataFrame:
+    r"""Figure 1 of Ioffe & Szegedy (2015): MNIST, 3 x 100 sigmoids, with and without BN.
+
+    Both networks (BN on every hidden layer: bnlib's from-scratch layer) are trained with
+    plain SGD at one shared learning rate from PyTorch's default initialization, batches
+    of 60, once per seed (all seeds at once, :class:`bnlib.engine.StackedRun`). At
+    log-spaced steps: the test accuracy with BN's population statistics (the paper's
+    inference rule, Algorithm 2) and with each test batch's own statistics, and the 15th,
+    50th and 85th percentiles of the input to a few sigmoids of the last hidden layer, on
+    a fixed probe batch of training images with the network in training mode (as the
+    sigmoid sees it during training).
+
+    Returns:
+        Columns ``norm ("no BN" | "BN"), seed, step, metric, value, channel``; metrics
+        ``test accuracy``, ``test accuracy (batch statistics)``, ``loss`` (minibatch),
+        and ``p15``, ``p50``, ``p85``, ``mean``, ``std`` per ``channel`` (unit).
+    """
+    dev = pick_device(device)
+    train_split = datasets.load("mnist", "train", dev)
+    test = datasets.load("mnist", "test", dev)
+    probe_x = train_split.x[-probe_examples:]
+    frames = []
+    for norm, label in (("none", "no BN"), ("bnlib", "BN")):
+        run = StackedRun("mlp", {**PAPER_MLP, "activation": activation, "norm": norm},
+                         [Member(lr=lr, seed=s) for s in seeds], train_split,
+                         batch_size=batch_size, device=dev)
+        log = run.train(steps, log_at=log_steps(steps, points), desc=label, probes=[
+            probes.test_accuracy(test),
+            probes.test_accuracy(test, batch_size, statistics="batch",
+                                 metric="test accuracy (batch statistics)"),
+            probes.activation_stats(probe_x, ["norms.2"], percentiles=(15, 50, 85),
+                                    per_channel=True, units=units, mode="train"),
+        ])
+        frames.append(log.assign(norm=label))
+    out = pd.concat(frames, ignore_index=True)
+    if "channel" not in out:
+        out["channel"] = np.nan
+    return out[["norm", "seed", "step", "metric", "value", "channel"]]
+
+
+def _ics_rows(model, layers, x, y, lr, loss_fn, step, label, loss=None):
+    rows = probes.internal_covariate_shift(model, layers, x, y, lr, loss_fn)
+    return [{"step": step, "norm": label, **row} for row in rows]
+
+
+@register(
+    "ics_over_training", chapter="Internal covariate shift",
+    quick={"mlp_steps": 1000, "linear_steps": 2000, "points": 8},
+    full={"mlp_steps": 10_000, "linear_steps": 10_000, "points": 20},
+)
+def ics_over_training(
+    mlp_steps: int = 1000,
+    linear_steps: int = 2000,
+    lr: float = 0.5,
+    linear_lr: float = 1e-6,
+    depth: int = 25,
+    width: int = 10,
+    samples: int = 1000,
+    points: int = 8,
+    seed: int = 0,
+    device: str | None = "cpu",
+) -> pd.DataFrame:
+    r"""Internal covariate shift (Santurkar et al. 2018) over training, with and without BN.
+
+    Two networks, each trained with and without BN:
+
+    - ``"MLP"``: the paper's MNIST network, SGD with ``lr`` and batches of 60; ICS of each
+      of its 4 weight matrices on a fixed batch of 1,000 training images.
+    - ``"deep linear"``: Santurkar et al.'s deep linear network, ``depth`` layers of
+      ``width x width`` without biases, Glorot (Xavier normal) initialization, trained by
+      full-batch gradient descent (``linear_lr``) to minimize
+      :math:`\sum_n \|W_{25}\cdots W_1 x_n - A x_n\|^2` over ``samples`` Gaussian inputs,
+      :math:`A` a random Gaussian matrix; ICS of every layer on the full batch.
+
+    ICS is :func:`bnlib.probes.internal_covariate_shift` with the step the training uses.
+
+    Returns:
+        Columns ``network, norm ("no BN" | "BN"), step, layer, ics, cosine, grad_norm,
+        loss``.
+    """
+    dev = pick_device(device)
+    frames = []
+    train_split = datasets.load("mnist", "train", dev)
+    probe = datasets.Split(train_split.x[-1000:], train_split.y[-1000:])
+    for norm, label in (("none", "no BN"), ("bnlib", "BN")):
+        seed_everything(seed)
+        model = MLP(norm=norm, **PAPER_MLP).to(dev)
+        layers = [*model.linears, model.head]
+
+        def log(step, m, loss, label=label, layers=layers):
+            rows = _ics_rows(m.train(), layers, probe.x, probe.y, lr,
+                             nn.functional.cross_entropy, step, label)
+            return [{**r, "loss": loss} for r in rows]
+
+        frame = train(model, train_split, steps=mlp_steps, batch_size=60, lr=lr, seed=seed,
+                      log_at=log_steps(mlp_steps, points), log=log, desc=f"MLP {label}")
+        frames.append(frame.assign(network="MLP"))
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(samples, width, generator=gen).to(dev)
+    a = torch.randn(width, width, generator=gen).to(dev)
+    target = x @ a.T
+
+    def squared_error(out, y):
+        return (out - y).square().sum()
+
+    for norm, label in (("none", "no BN"), ("bnlib", "BN")):
+        seed_everything(seed)
+        model = MLP(in_features=width, hidden=[width] * (depth - 1), classes=width,
+                    activation="linear", norm=norm, init="xavier", bias=False).to(dev)
+        layers = [*model.linears, model.head]
+        log_at = set(log_steps(linear_steps, points))
+        rows = []
+        for step in range(linear_steps + 1):
+            model.train()
+            if step in log_at:
+                with torch.no_grad():
+                    loss = float(squared_error(model(x), target))
+                rows += [{**r, "loss": loss} for r in _ics_rows(
+                    model, layers, x, target, linear_lr, squared_error, step, label)]
+            if step == linear_steps:
+                break
+            model.zero_grad(set_to_none=True)
+            squared_error(model(x), target).backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= linear_lr * p.grad
+        frames.append(pd.DataFrame(rows).assign(network="deep linear"))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["network", "norm", "step", "layer", "ics", "cosine", "grad_norm", "loss"]]
+
+
+NOISY_VARIANTS = {
+    "standard": {"norm": "none", "noise": False},
+    "BN": {"norm": "bnlib", "noise": False},
+    "BN + noise": {"norm": "bnlib", "noise": True},
+    "noise without BN": {"norm": "none", "noise": True},
+}
+
+
+@register(
+    "noisy_bn", chapter="Internal covariate shift",
+    quick={"steps": 2000, "seeds": [0], "points": 16},
+    full={"steps": 20_000, "seeds": [0, 1, 2], "points": 30},
+)
+def noisy_bn(
+    steps: int = 2000,
+    seeds: Sequence[int] = (0,),
+    lr: float = 0.1,
+    batch_size: int = 60,
+    units: Sequence[int] = (0, 1, 2, 3, 4),
+    points: int = 16,
+    device: str | None = "cpu",
+) -> pd.DataFrame:
+    r"""Santurkar et al.'s "noisy BN" on the paper's MNIST MLP.
+
+    Four networks (:data:`NOISY_VARIANTS`): standard (no BN), BN, BN followed by
+    :class:`bnlib.norm.DistributionNoise` on every hidden layer, and the same noise
+    without BN. Trained with SGD (``lr``, batches of 60). At log-spaced steps: the
+    training accuracy (10,000 training images, eval mode: no noise) and the percentiles
+    of a few units' inputs to the last hidden sigmoid on a fixed probe batch in training
+    mode (with the noise, as the sigmoid sees it).
+
+    Returns:
+        Columns ``variant, seed, step, metric, value, channel``; metrics ``train
+        accuracy``, ``loss`` (minibatch), ``p15``, ``p50``, ``p85``, ``mean``, ``std``.
+    """
+    dev = pick_device(device)
+    train_split = datasets.load("mnist", "train", dev)
+    subset = datasets.Split(train_split.x[:10_000], train_split.y[:10_000])
+    probe_x = train_split.x[-1000:]
+    frames = []
+    for variant, config in NOISY_VARIANTS.items():
+        run = StackedRun("mlp", {**PAPER_MLP, **config}, [Member(lr=lr, seed=s) for s in seeds],
+                         train_split, batch_size=batch_size, device=dev)
+        log = run.train(steps, log_at=log_steps(steps, points), desc=variant, probes=[
+            probes.test_accuracy(subset, metric="train accuracy"),
+            probes.activation_stats(probe_x, ["norms.2"], percentiles=(15, 50, 85),
+                                    per_channel=True, units=units, mode="train"),
+        ])
+        frames.append(log.assign(variant=variant))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["variant", "seed", "step", "metric", "value", "channel"]]

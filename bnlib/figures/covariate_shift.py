@@ -1,0 +1,129 @@
+"""Figures of the chapter "Internal covariate shift": each takes an experiment's DataFrame."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from bnlib.figures.style import PALETTE
+
+__all__ = ["ics", "ioffe_figure1", "noisy_bn", "sigmoid_saturation"]
+
+
+def sigmoid_saturation(df: pd.DataFrame) -> Figure:
+    """The sigmoid's derivative and input distributions at several shifts.
+
+    Args:
+        df: :func:`bnlib.experiments.covariate_shift.sigmoid_saturation` output.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    first = df[df["shift"] == df["shift"].iloc[0]]
+    ax.plot(first["x"], first["sigmoid_grad"], "k", lw=2, label=r"$\sigma'(a)$")
+    for shift, part in df.groupby("shift"):
+        expected = part["expected_grad"].iloc[0]
+        ax.fill_between(part["x"], 0, part["density"] * 0.25 / part["density"].max(),
+                        alpha=0.35,
+                        label=rf"$a \sim \mathcal{{N}}({shift:g}, 1)$: "
+                              rf"$\mathrm{{E}}[\sigma'(a)] = {expected:.3f}$")
+    ax.set(xlabel="input $a$ of the sigmoid", ylabel=r"$\sigma'(a)$ (densities scaled)",
+           xlim=(-6, 10))
+    ax.legend(fontsize="small", loc="upper right")
+    return fig
+
+
+def _band(ax, part: pd.DataFrame, x: str, y: str, color, label: str, style="-") -> None:
+    stats = part.groupby(x)[y].agg(["mean", "min", "max"])
+    ax.plot(stats.index, stats["mean"], style, color=color, label=label)
+    if (stats["min"] != stats["max"]).any():
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2)
+
+
+def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
+    """(a) test accuracy over training, with and without BN (mean over seeds, band: min to
+    max); (b, c) the 15th, 50th and 85th percentiles of one sigmoid's input, first seed.
+
+    Args:
+        df: :func:`bnlib.experiments.covariate_shift.ioffe_figure1` output.
+        channel: the unit for (b, c); default the first one measured.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    acc = df[(df["metric"] == "test accuracy") & (df["step"] > 0)]
+    batch = df[(df["metric"] == "test accuracy (batch statistics)") & (df["step"] > 0)]
+    for norm in ("no BN", "BN"):
+        _band(axes[0], acc[acc["norm"] == norm], "step", "value", PALETTE[norm], norm)
+    _band(axes[0], batch[batch["norm"] == "BN"], "step", "value", PALETTE["BN"],
+          "BN, test batch's statistics", style=":")
+    axes[0].set(xlabel="training step", ylabel="test accuracy", title="(a) test accuracy",
+                ylim=(0.7, 1.0))
+    axes[0].legend(fontsize="small", loc="lower right")
+    channel = df["channel"].dropna().min() if channel is None else channel
+    seed = df["seed"].min()
+    for ax, norm, letter in ((axes[1], "no BN", "b"), (axes[2], "BN", "c")):
+        part = df[(df["norm"] == norm) & (df["channel"] == channel) & (df["seed"] == seed)]
+        for metric, style in (("p85", "--"), ("p50", "-"), ("p15", "--")):
+            line = part[part["metric"] == metric]
+            ax.plot(line["step"], line["value"], style, color=PALETTE[norm], label=metric)
+        ax.set(xlabel="training step", title=f"({letter}) {norm}: input to a sigmoid",
+               ylabel="percentiles")
+        ax.legend(fontsize="small")
+    lo = min(ax.get_ylim()[0] for ax in axes[1:])
+    hi = max(ax.get_ylim()[1] for ax in axes[1:])
+    for ax in axes[1:]:
+        ax.set_ylim(lo, hi)
+    return fig
+
+
+def ics(df: pd.DataFrame, network: str, layers: list[int] | None = None) -> Figure:
+    """ICS (the L2 distance between G and G') and the cosine between them, over training,
+    with and without BN, for a few layers of one network.
+
+    Args:
+        df: :func:`bnlib.experiments.covariate_shift.ics_over_training` output.
+        network: ``"MLP"`` or ``"deep linear"``.
+        layers: layer indices to draw; default: the second, a middle one and the last.
+    """
+    d = df[(df["network"] == network) & (df["step"] > 0)]
+    every = sorted(d["layer"].unique())
+    layers = layers or sorted({every[1], every[len(every) // 2], every[-1]})
+    d = d[d["layer"].isin(layers)].assign(layer=lambda t: "layer " + (t["layer"] + 1).astype(str))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, y, label in ((left, "ics", r"ICS $\|G - G'\|_2$"),
+                         (right, "cosine", "cosine(G, G')")):
+        sns.lineplot(d, x="step", y=y, hue="norm", style="layer", palette=PALETTE, ax=ax,
+                     markers=True, dashes=True, markersize=5)
+        ax.set(xscale="log", xlabel="training step", ylabel=label)
+        sns.move_legend(ax, "best", fontsize="x-small", title_fontsize="x-small")
+    left.set(yscale="log", title=f"{network}: internal covariate shift")
+    right.set(title=f"{network}: alignment of G and G'")
+    return fig
+
+
+def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
+    """Left: training accuracy of the four networks. Right: the percentiles of one
+    sigmoid's input over training, standard network against BN + noise.
+
+    Args:
+        df: :func:`bnlib.experiments.covariate_shift.noisy_bn` output.
+        channel: the unit drawn on the right; default the first one measured.
+    """
+    colors = {**PALETTE, "standard": PALETTE["no BN"], "noise without BN": "#666666"}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    acc = df[(df["metric"] == "train accuracy") & (df["step"] > 0)]
+    for variant, part in acc.groupby("variant", sort=False):
+        _band(left, part, "step", "value", colors[variant], variant)
+    left.set(xscale="log", xlabel="training step", ylabel="training accuracy", ylim=(0, 1))
+    left.legend(fontsize="small")
+    channel = df["channel"].dropna().min() if channel is None else channel
+    seed = df["seed"].min()
+    for variant in ("standard", "BN + noise"):
+        part = df[(df["variant"] == variant) & (df["channel"] == channel) & (df["seed"] == seed)]
+        for metric, style in (("p85", "--"), ("p50", "-"), ("p15", "--")):
+            line = part[part["metric"] == metric]
+            right.plot(line["step"], line["value"], style, color=colors[variant],
+                       label=f"{variant}: {metric}" if metric == "p50" else None)
+    right.set(xscale="log", xlabel="training step", ylabel="input to a sigmoid",
+              title="15th, 50th, 85th percentiles")
+    right.legend(fontsize="small")
+    return fig

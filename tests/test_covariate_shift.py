@@ -1,0 +1,108 @@
+"""The chapter "Internal covariate shift": ICS measurement, percentiles, noise injection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bnlib import data, probes
+from bnlib.engine import Member, StackedRun
+from bnlib.experiments import covariate_shift as experiments
+from bnlib.norm import DistributionNoise
+
+
+def test_ics_on_a_two_layer_linear_net_matches_the_hand_computation():
+    """f(x) = w2 * w1 * x with scalars, loss (f - y)^2 / 2 on one example.
+
+    dL/dw2 = r * w1 * x with r = w2 w1 x - y. After layer 1's step
+    w1' = w1 - lr * r * w2 * x, layer 2's gradient is G' = r' * w1' * x with
+    r' = w2 w1' x - y. Layer 1 has no layer before it: its G' = G.
+    """
+    w1, w2, x, y, lr = 0.5, 2.0, 3.0, 1.0, 0.1
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.fill_(w1)
+        model[1].weight.fill_(w2)
+    r = w2 * w1 * x - y
+    g2 = r * w1 * x
+    w1_new = w1 - lr * r * w2 * x
+    g2_new = (w2 * w1_new * x - y) * w1_new * x
+
+    def loss(out, target):
+        return 0.5 * (out - target).square().sum()
+
+    rows = probes.internal_covariate_shift(
+        model,
+        [model[0], model[1]],
+        torch.tensor([[x]], dtype=torch.float64),
+        torch.tensor([[y]], dtype=torch.float64),
+        lr,
+        loss,
+    )
+    assert rows[0]["ics"] == pytest.approx(0.0, abs=1e-12)
+    assert rows[0]["cosine"] == pytest.approx(1.0)
+    assert rows[1]["ics"] == pytest.approx(abs(g2 - g2_new))
+    assert rows[1]["grad_norm"] == pytest.approx(abs(g2))
+    assert rows[1]["cosine"] == pytest.approx(1.0 if g2 * g2_new > 0 else -1.0)
+    assert model[0].weight.item() == w1 and model[1].weight.item() == w2  # unchanged
+
+
+def test_percentile_probe_reports_the_percentiles_of_the_layer_input():
+    x, y = data.load("mnist", "test")
+    run = StackedRun(
+        "mlp",
+        {"activation": "sigmoid", "norm": "none"},
+        [Member(lr=0.1)],
+        data.Split(x[:1000], y[:1000]),
+        batch_size=50,
+    )
+    rows = probes.activation_stats(
+        x[:500], ["norms.2"], percentiles=(15, 50, 85), per_channel=True, units=[7]
+    )(run, 0)
+    got = {r["metric"]: r["value"] for r in rows}
+    model = run.model
+    h = x[:500].flatten(1)
+    with torch.no_grad():
+        for linear, act in zip(model.linears[:2], model.activations[:2]):
+            h = act(linear(h))
+        pre = model.linears[2](h)[:, 7]
+    for p in (15, 50, 85):
+        assert got[f"p{p}"] == pytest.approx(torch.quantile(pre, p / 100).item(), abs=1e-5)
+
+
+def test_noise_injection_statistics():
+    torch.manual_seed(0)
+    noise = DistributionNoise(shift=(-0.5, 0.5), scale=(1.0, 1.25), jitter=0.0)
+    a = torch.ones(256, 2000)  # a = 1 everywhere: the output is s_c + mu_c per channel
+    out = noise(a)
+    per_channel = out[0]
+    assert torch.allclose(out, per_channel.expand_as(out))  # no jitter: same per example
+    assert per_channel.min() >= 0.5 - 1e-6 and per_channel.max() <= 1.75 + 1e-6
+    assert per_channel.mean().item() == pytest.approx(0.0 + 1.125, abs=0.03)
+    zeros = noise(torch.zeros(4, 2000))[0]  # a = 0: the shift alone, U(-0.5, 0.5)
+    assert zeros.abs().max() <= 0.5 and zeros.std().item() == pytest.approx(1 / 12**0.5, rel=0.1)
+    assert not torch.equal(noise(a), noise(a))  # drawn anew at every step
+    jittery = DistributionNoise(jitter=0.1)(torch.zeros(5000, 3))
+    assert jittery.std(0).mean().item() == pytest.approx(0.1, rel=0.1)  # per-example jitter
+    assert torch.equal(noise.eval()(a), a)  # identity at inference
+    with pytest.raises(ValueError, match="bad noise ranges"):
+        DistributionNoise(scale=(2.0, 1.0))
+
+
+def test_experiments_return_tidy_data_at_a_small_scale():
+    sat = experiments.sigmoid_saturation(shifts=(0.0, 4.0))
+    expected = sat.groupby("shift")["expected_grad"].first()
+    assert expected[0.0] > expected[4.0] and expected[0.0] < 0.25
+    fig1 = experiments.ioffe_figure1(
+        steps=30, seeds=(0, 1), points=3, units=(0,), probe_examples=200
+    )
+    assert set(fig1["norm"]) == {"no BN", "BN"} and set(fig1["seed"]) == {0, 1}
+    assert {"test accuracy", "test accuracy (batch statistics)", "p15", "p85"} <= set(
+        fig1["metric"]
+    )
+    ics = experiments.ics_over_training(mlp_steps=10, linear_steps=10, points=2, depth=5)
+    assert set(ics["network"]) == {"MLP", "deep linear"}
+    assert ics.groupby("network")["layer"].nunique().to_dict() == {"MLP": 4, "deep linear": 5}
+    noisy = experiments.noisy_bn(steps=20, points=2, units=(0,))
+    assert set(noisy["variant"]) == set(experiments.NOISY_VARIANTS)
