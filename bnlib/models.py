@@ -264,7 +264,8 @@ class MLP(_Stackable):
             _linear(k, a, b, bias=use_bias) for a, b in zip(widths, widths[1:])
         )
         self.norms = nn.ModuleList(
-            nn.Sequential(norm_layer(norm, k * b), DistributionNoise()) if noise
+            nn.Sequential(norm_layer(norm, k * b), DistributionNoise())
+            if noise
             else norm_layer(norm, k * b)
             for b in hidden
         )

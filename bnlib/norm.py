@@ -431,8 +431,12 @@ class DistributionNoise(nn.Module):
         dims (so stacked models, ``(1, K*C, N)``, get per-example jitter too).
     """
 
-    def __init__(self, shift: tuple[float, float] = (-0.5, 0.5),
-                 scale: tuple[float, float] = (1.0, 1.25), jitter: float = 0.1) -> None:
+    def __init__(
+        self,
+        shift: tuple[float, float] = (-0.5, 0.5),
+        scale: tuple[float, float] = (1.0, 1.25),
+        jitter: float = 0.1,
+    ) -> None:
         super().__init__()
         if shift[0] > shift[1] or scale[0] > scale[1] or jitter < 0:
             raise ValueError(f"bad noise ranges: shift={shift}, scale={scale}, jitter={jitter}")

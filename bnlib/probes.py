@@ -278,9 +278,14 @@ def internal_covariate_shift(
                     for j in range(i):
                         weights[j].copy_(originals[j])
                 g, h = grads[i].flatten(), g_after.flatten()
-                rows.append({"layer": i, "ics": float((g - h).norm()),
-                             "cosine": float(g @ h / (g.norm() * h.norm()).clamp_min(1e-30)),
-                             "grad_norm": float(g.norm())})
+                rows.append(
+                    {
+                        "layer": i,
+                        "ics": float((g - h).norm()),
+                        "cosine": float(g @ h / (g.norm() * h.norm()).clamp_min(1e-30)),
+                        "grad_norm": float(g.norm()),
+                    }
+                )
         finally:
             with torch.no_grad():
                 for w, original in zip(weights, originals):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from torch import nn
@@ -9,6 +10,8 @@ from torch import nn
 from bnlib import data, probes
 from bnlib.engine import Member, StackedRun
 from bnlib.experiments import covariate_shift as experiments
+from bnlib.figures import covariate_shift as figures
+from bnlib.figures import interactive
 from bnlib.norm import DistributionNoise
 
 
@@ -106,3 +109,38 @@ def test_experiments_return_tidy_data_at_a_small_scale():
     assert ics.groupby("network")["layer"].nunique().to_dict() == {"MLP": 4, "deep linear": 5}
     noisy = experiments.noisy_bn(steps=20, points=2, units=(0,))
     assert set(noisy["variant"]) == set(experiments.NOISY_VARIANTS)
+    # every figure draws from this real data
+    figures.sigmoid_saturation(sat)
+    figures.ioffe_figure1(fig1)
+    figures.ics(ics, "MLP")
+    figures.ics(ics, "deep linear")
+    figures.noisy_bn(noisy)
+    figures.percentiles_over_training(fig1[fig1["norm"] == "BN"])
+    slider = interactive.percentiles_slider(
+        experiments.ioffe_figure1(steps=10, seeds=(0,), points=2, units=(3, 8), probe_examples=100)
+    )
+    assert [step.label for step in slider.layout.sliders[0].steps] == ["3", "8"]
+    plt.close("all")
+
+
+def test_ioffe_figure1_rejects_a_layer_that_does_not_exist():
+    with pytest.raises(ValueError, match="layer must be 1..3"):
+        experiments.ioffe_figure1(steps=1, layer=4)
+
+
+@pytest.mark.slow
+def test_covariate_shift_explorer_runs():
+    from matplotlib.figure import Figure
+
+    from bnlib.widgets import covariate_shift_explorer
+
+    explorer = covariate_shift_explorer()
+    results = []
+    compute = explorer.compute
+    explorer.compute = lambda **values: results.append(compute(**values)) or results[-1]
+    explorer.controls["steps"].value = 100
+    explorer.controls["bn"].value = False
+    explorer.controls["layer"].value = 1
+    explorer.build()
+    explorer.run()
+    assert explorer.status.value == "" and isinstance(results[0], Figure)

@@ -30,10 +30,15 @@ __all__ = ["ics_over_training", "ioffe_figure1", "noisy_bn", "sigmoid_saturation
 PAPER_MLP = {"hidden": [100, 100, 100], "activation": "sigmoid"}
 
 
-@register("sigmoid_saturation", chapter="Internal covariate shift",
-          quick={"shifts": [0.0, 2.0, 4.0, 6.0]}, full={"shifts": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0]})
-def sigmoid_saturation(shifts: Sequence[float] = (0.0, 2.0, 4.0, 6.0), std: float = 1.0,
-                       points: int = 401) -> pd.DataFrame:
+@register(
+    "sigmoid_saturation",
+    chapter="Internal covariate shift",
+    quick={"shifts": [0.0, 2.0, 4.0, 6.0]},
+    full={"shifts": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0]},
+)
+def sigmoid_saturation(
+    shifts: Sequence[float] = (0.0, 2.0, 4.0, 6.0), std: float = 1.0, points: int = 401
+) -> pd.DataFrame:
     r"""A sigmoid's gradient against the distribution of its input, as that input drifts.
 
     For inputs :math:`a \sim \mathcal N(\text{shift}, \text{std}^2)`, the density of
@@ -51,13 +56,23 @@ def sigmoid_saturation(shifts: Sequence[float] = (0.0, 2.0, 4.0, 6.0), std: floa
     for shift in shifts:
         density = np.exp(-0.5 * ((x - shift) / std) ** 2) / (std * np.sqrt(2 * np.pi))
         expected = float(np.sum(density * grad) * (x[1] - x[0]))
-        frames.append(pd.DataFrame({"x": x, "shift": shift, "density": density,
-                                    "sigmoid_grad": grad, "expected_grad": expected}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "x": x,
+                    "shift": shift,
+                    "density": density,
+                    "sigmoid_grad": grad,
+                    "expected_grad": expected,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
 @register(
-    "ioffe_figure1", chapter="Internal covariate shift",
+    "ioffe_figure1",
+    chapter="Internal covariate shift",
     quick={"steps": 3000, "seeds": [0, 1, 2], "points": 20},
     full={"steps": 50_000, "seeds": [0, 1, 2, 3, 4], "points": 40},
 )
@@ -70,6 +85,8 @@ def ioffe_figure1(
     units: Sequence[int] = (0, 1, 2, 3, 4),
     probe_examples: int = 1000,
     points: int = 20,
+    norms: Sequence[str] = ("none", "bnlib"),
+    layer: int = 3,
     device: str | None = "cpu",
 ) -> pd.DataFrame:
     r"""Figure 1 of Ioffe & Szegedy (2015): MNIST, 3 x 100 sigmoids, with and without BN.
@@ -81,7 +98,8 @@ def ioffe_figure1(
     inference rule, Algorithm 2) and with each test batch's own statistics, and the 15th,
     50th and 85th percentiles of the input to a few sigmoids of the last hidden layer, on
     a fixed probe batch of training images with the network in training mode (as the
-    sigmoid sees it during training).
+    sigmoid sees it during training). ``norms`` and ``layer`` (1-3, the hidden layer whose
+    sigmoid inputs are measured) let the explorer vary the setup.
 
     Returns:
         Columns ``norm ("no BN" | "BN"), seed, step, metric, value, channel``; metrics
@@ -93,17 +111,38 @@ def ioffe_figure1(
     test = datasets.load("mnist", "test", dev)
     probe_x = train_split.x[-probe_examples:]
     frames = []
-    for norm, label in (("none", "no BN"), ("bnlib", "BN")):
-        run = StackedRun("mlp", {**PAPER_MLP, "activation": activation, "norm": norm},
-                         [Member(lr=lr, seed=s) for s in seeds], train_split,
-                         batch_size=batch_size, device=dev)
-        log = run.train(steps, log_at=log_steps(steps, points), desc=label, probes=[
-            probes.test_accuracy(test),
-            probes.test_accuracy(test, batch_size, statistics="batch",
-                                 metric="test accuracy (batch statistics)"),
-            probes.activation_stats(probe_x, ["norms.2"], percentiles=(15, 50, 85),
-                                    per_channel=True, units=units, mode="train"),
-        ])
+    if not 1 <= layer <= len(PAPER_MLP["hidden"]):
+        raise ValueError(f"layer must be 1..{len(PAPER_MLP['hidden'])}, got {layer}")
+    labels = {"none": "no BN", "bnlib": "BN", "torch": "BN"}
+    for norm in norms:
+        label = labels[norm]
+        run = StackedRun(
+            "mlp",
+            {**PAPER_MLP, "activation": activation, "norm": norm},
+            [Member(lr=lr, seed=s) for s in seeds],
+            train_split,
+            batch_size=batch_size,
+            device=dev,
+        )
+        log = run.train(
+            steps,
+            log_at=log_steps(steps, points),
+            desc=label,
+            probes=[
+                probes.test_accuracy(test),
+                probes.test_accuracy(
+                    test, batch_size, statistics="batch", metric="test accuracy (batch statistics)"
+                ),
+                probes.activation_stats(
+                    probe_x,
+                    [f"norms.{layer - 1}"],
+                    percentiles=(15, 50, 85),
+                    per_channel=True,
+                    units=units,
+                    mode="train",
+                ),
+            ],
+        )
         frames.append(log.assign(norm=label))
     out = pd.concat(frames, ignore_index=True)
     if "channel" not in out:
@@ -117,7 +156,8 @@ def _ics_rows(model, layers, x, y, lr, loss_fn, step, label, loss=None):
 
 
 @register(
-    "ics_over_training", chapter="Internal covariate shift",
+    "ics_over_training",
+    chapter="Internal covariate shift",
     quick={"mlp_steps": 1000, "linear_steps": 2000, "points": 8},
     full={"mlp_steps": 10_000, "linear_steps": 10_000, "points": 20},
 )
@@ -161,12 +201,22 @@ def ics_over_training(
         layers = [*model.linears, model.head]
 
         def log(step, m, loss, label=label, layers=layers):
-            rows = _ics_rows(m.train(), layers, probe.x, probe.y, lr,
-                             nn.functional.cross_entropy, step, label)
+            rows = _ics_rows(
+                m.train(), layers, probe.x, probe.y, lr, nn.functional.cross_entropy, step, label
+            )
             return [{**r, "loss": loss} for r in rows]
 
-        frame = train(model, train_split, steps=mlp_steps, batch_size=60, lr=lr, seed=seed,
-                      log_at=log_steps(mlp_steps, points), log=log, desc=f"MLP {label}")
+        frame = train(
+            model,
+            train_split,
+            steps=mlp_steps,
+            batch_size=60,
+            lr=lr,
+            seed=seed,
+            log_at=log_steps(mlp_steps, points),
+            log=log,
+            desc=f"MLP {label}",
+        )
         frames.append(frame.assign(network="MLP"))
 
     gen = torch.Generator().manual_seed(seed)
@@ -179,8 +229,15 @@ def ics_over_training(
 
     for norm, label in (("none", "no BN"), ("bnlib", "BN")):
         seed_everything(seed)
-        model = MLP(in_features=width, hidden=[width] * (depth - 1), classes=width,
-                    activation="linear", norm=norm, init="xavier", bias=False).to(dev)
+        model = MLP(
+            in_features=width,
+            hidden=[width] * (depth - 1),
+            classes=width,
+            activation="linear",
+            norm=norm,
+            init="xavier",
+            bias=False,
+        ).to(dev)
         layers = [*model.linears, model.head]
         log_at = set(log_steps(linear_steps, points))
         rows = []
@@ -189,8 +246,12 @@ def ics_over_training(
             if step in log_at:
                 with torch.no_grad():
                     loss = float(squared_error(model(x), target))
-                rows += [{**r, "loss": loss} for r in _ics_rows(
-                    model, layers, x, target, linear_lr, squared_error, step, label)]
+                rows += [
+                    {**r, "loss": loss}
+                    for r in _ics_rows(
+                        model, layers, x, target, linear_lr, squared_error, step, label
+                    )
+                ]
             if step == linear_steps:
                 break
             model.zero_grad(set_to_none=True)
@@ -212,7 +273,8 @@ NOISY_VARIANTS = {
 
 
 @register(
-    "noisy_bn", chapter="Internal covariate shift",
+    "noisy_bn",
+    chapter="Internal covariate shift",
     quick={"steps": 2000, "seeds": [0], "points": 16},
     full={"steps": 20_000, "seeds": [0, 1, 2], "points": 30},
 )
@@ -244,13 +306,30 @@ def noisy_bn(
     probe_x = train_split.x[-1000:]
     frames = []
     for variant, config in NOISY_VARIANTS.items():
-        run = StackedRun("mlp", {**PAPER_MLP, **config}, [Member(lr=lr, seed=s) for s in seeds],
-                         train_split, batch_size=batch_size, device=dev)
-        log = run.train(steps, log_at=log_steps(steps, points), desc=variant, probes=[
-            probes.test_accuracy(subset, metric="train accuracy"),
-            probes.activation_stats(probe_x, ["norms.2"], percentiles=(15, 50, 85),
-                                    per_channel=True, units=units, mode="train"),
-        ])
+        run = StackedRun(
+            "mlp",
+            {**PAPER_MLP, **config},
+            [Member(lr=lr, seed=s) for s in seeds],
+            train_split,
+            batch_size=batch_size,
+            device=dev,
+        )
+        log = run.train(
+            steps,
+            log_at=log_steps(steps, points),
+            desc=variant,
+            probes=[
+                probes.test_accuracy(subset, metric="train accuracy"),
+                probes.activation_stats(
+                    probe_x,
+                    ["norms.2"],
+                    percentiles=(15, 50, 85),
+                    per_channel=True,
+                    units=units,
+                    mode="train",
+                ),
+            ],
+        )
         frames.append(log.assign(variant=variant))
     out = pd.concat(frames, ignore_index=True)
     return out[["variant", "seed", "step", "metric", "value", "channel"]]

@@ -9,7 +9,13 @@ from matplotlib.figure import Figure
 
 from bnlib.figures.style import PALETTE
 
-__all__ = ["ics", "ioffe_figure1", "noisy_bn", "sigmoid_saturation"]
+__all__ = [
+    "ics",
+    "ioffe_figure1",
+    "noisy_bn",
+    "percentiles_over_training",
+    "sigmoid_saturation",
+]
 
 
 def sigmoid_saturation(df: pd.DataFrame) -> Figure:
@@ -23,12 +29,17 @@ def sigmoid_saturation(df: pd.DataFrame) -> Figure:
     ax.plot(first["x"], first["sigmoid_grad"], "k", lw=2, label=r"$\sigma'(a)$")
     for shift, part in df.groupby("shift"):
         expected = part["expected_grad"].iloc[0]
-        ax.fill_between(part["x"], 0, part["density"] * 0.25 / part["density"].max(),
-                        alpha=0.35,
-                        label=rf"$a \sim \mathcal{{N}}({shift:g}, 1)$: "
-                              rf"$\mathrm{{E}}[\sigma'(a)] = {expected:.3f}$")
-    ax.set(xlabel="input $a$ of the sigmoid", ylabel=r"$\sigma'(a)$ (densities scaled)",
-           xlim=(-6, 10))
+        ax.fill_between(
+            part["x"],
+            0,
+            part["density"] * 0.25 / part["density"].max(),
+            alpha=0.35,
+            label=rf"$a \sim \mathcal{{N}}({shift:g}, 1)$: "
+            rf"$\mathrm{{E}}[\sigma'(a)] = {expected:.3f}$",
+        )
+    ax.set(
+        xlabel="input $a$ of the sigmoid", ylabel=r"$\sigma'(a)$ (densities scaled)", xlim=(-6, 10)
+    )
     ax.legend(fontsize="small", loc="upper right")
     return fig
 
@@ -53,10 +64,18 @@ def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
     batch = df[(df["metric"] == "test accuracy (batch statistics)") & (df["step"] > 0)]
     for norm in ("no BN", "BN"):
         _band(axes[0], acc[acc["norm"] == norm], "step", "value", PALETTE[norm], norm)
-    _band(axes[0], batch[batch["norm"] == "BN"], "step", "value", PALETTE["BN"],
-          "BN, test batch's statistics", style=":")
-    axes[0].set(xlabel="training step", ylabel="test accuracy", title="(a) test accuracy",
-                ylim=(0.7, 1.0))
+    _band(
+        axes[0],
+        batch[batch["norm"] == "BN"],
+        "step",
+        "value",
+        PALETTE["BN"],
+        "BN, test batch's statistics",
+        style=":",
+    )
+    axes[0].set(
+        xlabel="training step", ylabel="test accuracy", title="(a) test accuracy", ylim=(0.7, 1.0)
+    )
     axes[0].legend(fontsize="small", loc="lower right")
     channel = df["channel"].dropna().min() if channel is None else channel
     seed = df["seed"].min()
@@ -65,8 +84,11 @@ def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
         for metric, style in (("p85", "--"), ("p50", "-"), ("p15", "--")):
             line = part[part["metric"] == metric]
             ax.plot(line["step"], line["value"], style, color=PALETTE[norm], label=metric)
-        ax.set(xlabel="training step", title=f"({letter}) {norm}: input to a sigmoid",
-               ylabel="percentiles")
+        ax.set(
+            xlabel="training step",
+            title=f"({letter}) {norm}: input to a sigmoid",
+            ylabel="percentiles",
+        )
         ax.legend(fontsize="small")
     lo = min(ax.get_ylim()[0] for ax in axes[1:])
     hi = max(ax.get_ylim()[1] for ax in axes[1:])
@@ -89,10 +111,19 @@ def ics(df: pd.DataFrame, network: str, layers: list[int] | None = None) -> Figu
     layers = layers or sorted({every[1], every[len(every) // 2], every[-1]})
     d = d[d["layer"].isin(layers)].assign(layer=lambda t: "layer " + (t["layer"] + 1).astype(str))
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for ax, y, label in ((left, "ics", r"ICS $\|G - G'\|_2$"),
-                         (right, "cosine", "cosine(G, G')")):
-        sns.lineplot(d, x="step", y=y, hue="norm", style="layer", palette=PALETTE, ax=ax,
-                     markers=True, dashes=True, markersize=5)
+    for ax, y, label in ((left, "ics", r"ICS $\|G - G'\|_2$"), (right, "cosine", "cosine(G, G')")):
+        sns.lineplot(
+            d,
+            x="step",
+            y=y,
+            hue="norm",
+            style="layer",
+            palette=PALETTE,
+            ax=ax,
+            markers=True,
+            dashes=True,
+            markersize=5,
+        )
         ax.set(xscale="log", xlabel="training step", ylabel=label)
         sns.move_legend(ax, "best", fontsize="x-small", title_fontsize="x-small")
     left.set(yscale="log", title=f"{network}: internal covariate shift")
@@ -121,9 +152,46 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
         part = df[(df["variant"] == variant) & (df["channel"] == channel) & (df["seed"] == seed)]
         for metric, style in (("p85", "--"), ("p50", "-"), ("p15", "--")):
             line = part[part["metric"] == metric]
-            right.plot(line["step"], line["value"], style, color=colors[variant],
-                       label=f"{variant}: {metric}" if metric == "p50" else None)
-    right.set(xscale="log", xlabel="training step", ylabel="input to a sigmoid",
-              title="15th, 50th, 85th percentiles")
+            right.plot(
+                line["step"],
+                line["value"],
+                style,
+                color=colors[variant],
+                label=f"{variant}: {metric}" if metric == "p50" else None,
+            )
+    right.set(
+        xscale="log",
+        xlabel="training step",
+        ylabel="input to a sigmoid",
+        title="15th, 50th, 85th percentiles",
+    )
     right.legend(fontsize="small")
+    return fig
+
+
+def percentiles_over_training(df: pd.DataFrame) -> Figure:
+    """One network (the first norm and seed in ``df``): the percentiles of its measured
+    unit's input over training (left) and its test accuracy (right).
+
+    Args:
+        df: :func:`bnlib.experiments.covariate_shift.ioffe_figure1` output.
+    """
+    norm, seed = df["norm"].iloc[0], df["seed"].min()
+    d = df[(df["norm"] == norm) & (df["seed"] == seed)]
+    channel = d["channel"].dropna().min()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for metric, style in (("p85", "--"), ("p50", "-"), ("p15", "--")):
+        line = d[(d["metric"] == metric) & (d["channel"] == channel)]
+        left.plot(line["step"], line["value"], style, color=PALETTE[norm], label=metric)
+    left.set(
+        xlabel="training step",
+        ylabel="input to the unit",
+        title=f"{norm}: unit {int(channel)}, percentiles",
+    )
+    left.legend(fontsize="small")
+    acc = d[(d["metric"] == "test accuracy") & (d["step"] > 0)]
+    right.plot(acc["step"], acc["value"], "o-", color=PALETTE[norm])
+    right.set(
+        xscale="log", xlabel="training step", ylabel="test accuracy", title=f"{norm}: test accuracy"
+    )
     return fig

@@ -20,6 +20,7 @@ import pandas as pd
 
 __all__ = [
     "batch_noise_slider",
+    "percentiles_slider",
     "distribution_shift",
     "in_book_build",
     "running_statistics",
@@ -213,3 +214,61 @@ def batch_noise_slider(df: pd.DataFrame, bins: int = 60):
     fig = _layout(fig, f"batch size {sizes[0]}: spread of x_hat across batches {first:.3f}")
     fig.update_layout(showlegend=False)
     return fig
+
+
+def percentiles_slider(df: pd.DataFrame):
+    """The 15th, 50th and 85th percentiles of a sigmoid's input over training, with and
+    without BN, with a slider over the units measured (first seed).
+
+    Args:
+        df: :func:`bnlib.experiments.covariate_shift.ioffe_figure1` output.
+    """
+    import plotly.graph_objects as go
+
+    seed = df["seed"].min()
+    d = df[(df["seed"] == seed) & df["metric"].isin(["p15", "p50", "p85"])]
+    channels = sorted(int(c) for c in d["channel"].dropna().unique())
+    norms = list(dict.fromkeys(d["norm"]))
+    fig = go.Figure()
+    for i, channel in enumerate(channels):
+        for j, norm in enumerate(norms):
+            for metric, dash in (("p85", "dash"), ("p50", "solid"), ("p15", "dash")):
+                line = d[(d["channel"] == channel) & (d["norm"] == norm) & (d["metric"] == metric)]
+                fig.add_trace(
+                    go.Scatter(
+                        x=line["step"],
+                        y=line["value"],
+                        mode="lines",
+                        visible=i == 0,
+                        name=f"{norm}: {metric}",
+                        legendgroup=norm,
+                        line={"color": _COLORS[j % len(_COLORS)], "dash": dash},
+                        hovertemplate="step %{x}<br>"
+                        + metric
+                        + " %{y:.3f}<extra>"
+                        + norm
+                        + "</extra>",
+                    )
+                )
+    per = len(norms) * 3
+    steps = [
+        {
+            "label": str(channel),
+            "method": "update",
+            "args": [
+                {"visible": [k // per == i for k in range(len(fig.data))]},
+                {"title": f"input to sigmoid {channel} of the layer: 15th, 50th, 85th percentiles"},
+            ],
+        }
+        for i, channel in enumerate(channels)
+    ]
+    fig.update_layout(
+        sliders=[
+            {"active": 0, "currentvalue": {"prefix": "unit: "}, "pad": {"t": 40}, "steps": steps}
+        ]
+    )
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text="input to the sigmoid")
+    return _layout(
+        fig, f"input to sigmoid {channels[0]} of the layer: 15th, 50th, 85th percentiles"
+    )
