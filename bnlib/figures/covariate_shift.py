@@ -44,6 +44,18 @@ def sigmoid_saturation(df: pd.DataFrame) -> Figure:
     return fig
 
 
+PERCENTILE_STYLES = (("p85", "--"), ("p50", "-"), ("p15", "--"))
+
+
+def _percentile_lines(ax, part: pd.DataFrame, color, label: str | None = None) -> None:
+    """The p15, p50 and p85 rows of ``part`` as three lines (p50 solid); ``label`` names
+    the p50 line, or each line by its percentile when ``None``."""
+    for metric, style in PERCENTILE_STYLES:
+        line = part[part["metric"] == metric]
+        name = metric if label is None else (f"{label}: {metric}" if metric == "p50" else None)
+        ax.plot(line["step"], line["value"], style, color=color, label=name)
+
+
 def _band(ax, part: pd.DataFrame, x: str, y: str, color, label: str, style="-") -> None:
     stats = part.groupby(x)[y].agg(["mean", "min", "max"])
     ax.plot(stats.index, stats["mean"], style, color=color, label=label)
@@ -81,9 +93,7 @@ def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
     seed = df["seed"].min()
     for ax, norm, letter in ((axes[1], "no BN", "b"), (axes[2], "BN", "c")):
         part = df[(df["norm"] == norm) & (df["channel"] == channel) & (df["seed"] == seed)]
-        for metric, style in (("p85", "--"), ("p50", "-"), ("p15", "--")):
-            line = part[part["metric"] == metric]
-            ax.plot(line["step"], line["value"], style, color=PALETTE[norm], label=metric)
+        _percentile_lines(ax, part, PALETTE[norm])
         ax.set(
             xlabel="training step",
             title=f"({letter}) {norm}: input to a sigmoid",
@@ -150,15 +160,7 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
     seed = df["seed"].min()
     for variant in ("standard", "BN + noise"):
         part = df[(df["variant"] == variant) & (df["channel"] == channel) & (df["seed"] == seed)]
-        for metric, style in (("p85", "--"), ("p50", "-"), ("p15", "--")):
-            line = part[part["metric"] == metric]
-            right.plot(
-                line["step"],
-                line["value"],
-                style,
-                color=colors[variant],
-                label=f"{variant}: {metric}" if metric == "p50" else None,
-            )
+        _percentile_lines(right, part, colors[variant], label=variant)
     right.set(
         xscale="log",
         xlabel="training step",
@@ -180,9 +182,7 @@ def percentiles_over_training(df: pd.DataFrame) -> Figure:
     d = df[(df["norm"] == norm) & (df["seed"] == seed)]
     channel = d["channel"].dropna().min()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for metric, style in (("p85", "--"), ("p50", "-"), ("p15", "--")):
-        line = d[(d["metric"] == metric) & (d["channel"] == channel)]
-        left.plot(line["step"], line["value"], style, color=PALETTE[norm], label=metric)
+    _percentile_lines(left, d[d["channel"] == channel], PALETTE[norm])
     left.set(
         xlabel="training step",
         ylabel="input to the unit",
