@@ -563,11 +563,19 @@ def member_modules(model: nn.Module, name: str) -> list[nn.Module]:
     return found
 
 
+def _single_parameter_shapes(model: nn.Module) -> dict[str, torch.Size]:
+    """Parameter shapes of one member of a stack, computed once per stack."""
+    if getattr(model, "_single_shapes", None) is None:
+        single = type(model)(members=1, **model.config)
+        model._single_shapes = {n: p.shape for n, p in single.named_parameters()}
+    return model._single_shapes
+
+
 def member_gradients(model: nn.Module, k: int) -> dict[str, torch.Tensor | None]:
     """Member ``k``'s parameter gradients by (single-model) parameter name."""
     if isinstance(model, MemberLoop):
         return {n: p.grad for n, p in model.models[k].named_parameters()}
-    single_shapes = {n: p.shape for n, p in unstack_member(model, k).named_parameters()}
+    single_shapes = _single_parameter_shapes(model)
     return {
         n: None if p.grad is None else _member_view(p.grad, model.members, single_shapes[n])[k]
         for n, p in model.named_parameters()

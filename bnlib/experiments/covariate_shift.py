@@ -30,6 +30,22 @@ __all__ = ["ics_over_training", "ioffe_figure1", "noisy_bn", "sigmoid_saturation
 PAPER_MLP = {"hidden": [100, 100, 100], "activation": "sigmoid"}
 
 
+def _train_paper_mlps(
+    config: dict, seeds, lr, batch_size, steps, points, desc, train_split, device, run_probes
+) -> pd.DataFrame:
+    """One stack of the paper's MLP (``config`` on top), one member per seed, trained with
+    SGD and probed at log-spaced steps."""
+    run = StackedRun(
+        "mlp",
+        {**PAPER_MLP, **config},
+        [Member(lr=lr, seed=s) for s in seeds],
+        train_split,
+        batch_size=batch_size,
+        device=device,
+    )
+    return run.train(steps, log_at=log_steps(steps, points), desc=desc, probes=run_probes)
+
+
 @register(
     "sigmoid_saturation",
     chapter="Internal covariate shift",
@@ -116,19 +132,17 @@ def ioffe_figure1(
     labels = {"none": "no BN", "bnlib": "BN", "torch": "BN"}
     for norm in norms:
         label = labels[norm]
-        run = StackedRun(
-            "mlp",
-            {**PAPER_MLP, "activation": activation, "norm": norm},
-            [Member(lr=lr, seed=s) for s in seeds],
-            train_split,
-            batch_size=batch_size,
-            device=dev,
-        )
-        log = run.train(
+        log = _train_paper_mlps(
+            {"activation": activation, "norm": norm},
+            seeds,
+            lr,
+            batch_size,
             steps,
-            log_at=log_steps(steps, points),
-            desc=label,
-            probes=[
+            points,
+            label,
+            train_split,
+            dev,
+            [
                 probes.test_accuracy(test),
                 probes.test_accuracy(
                     test, batch_size, statistics="batch", metric="test accuracy (batch statistics)"
@@ -306,19 +320,17 @@ def noisy_bn(
     probe_x = train_split.x[-1000:]
     frames = []
     for variant, config in NOISY_VARIANTS.items():
-        run = StackedRun(
-            "mlp",
-            {**PAPER_MLP, **config},
-            [Member(lr=lr, seed=s) for s in seeds],
-            train_split,
-            batch_size=batch_size,
-            device=dev,
-        )
-        log = run.train(
+        log = _train_paper_mlps(
+            config,
+            seeds,
+            lr,
+            batch_size,
             steps,
-            log_at=log_steps(steps, points),
-            desc=variant,
-            probes=[
+            points,
+            variant,
+            train_split,
+            dev,
+            [
                 probes.test_accuracy(subset, metric="train accuracy"),
                 probes.activation_stats(
                     probe_x,
