@@ -6,6 +6,10 @@
   (:mod:`bnlib.results`); prints the result's path, wall time and a summary.
 - ``python -m bnlib bench [--quick] [--output BENCHMARKS.md]``: the engine's benchmark
   (:mod:`bnlib.bench`).
+
+An error the user can cause (a bad argument, missing or corrupt data, a results folder
+that cannot be written, a file that cannot be read) is one line ``error: ...`` on stderr
+and exit code 2, never a traceback. The results folder is checked before computing.
 """
 
 from __future__ import annotations
@@ -39,8 +43,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(error: BaseException) -> str:
+    """The one-line message for an error the user can fix."""
+    from bnlib.data import CorruptDatasetError, DatasetNotFoundError
+    from bnlib.results import ResultsNotWritableError
+
+    if isinstance(error, (ResultsNotWritableError, DatasetNotFoundError, CorruptDatasetError)):
+        return str(error)  # bnlib's own messages name the problem and the fix
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        hint = ""
+        if isinstance(error, PermissionError):
+            hint = (
+                ". Fix: make it readable/writable, or point BNLIB_RESULTS / BNLIB_DATA "
+                "(or --output) elsewhere"
+            )
+        return f"{error.strerror}{where}{hint}"
+    return str(error) or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code (2 for bad input, with a message)."""
+    """Entry point; returns the process exit code.
+
+    Returns:
+        0 on success; 2 for an error the user can cause (bad input, missing or corrupt
+        data, a results folder or file that cannot be written or read), reported as one
+        line ``error: ...`` on stderr; 130 if interrupted (Ctrl-C).
+    """
+    from bnlib.data import CorruptDatasetError
+
     args = _parser().parse_args(argv)
     from bnlib import experiments
 
@@ -65,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
 
         run_benchmarks(quick=args.quick, device=args.device, output=args.output)
         return 0
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, OSError, CorruptDatasetError) as error:
+        # OSError covers DatasetNotFoundError, ResultsNotWritableError and permissions
+        print(f"error: {_message(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

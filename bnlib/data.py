@@ -72,6 +72,11 @@ def data_root() -> Path:
 
 
 def _spec(name: str) -> tuple[str, _Spec]:
+    if not isinstance(name, str):
+        raise TypeError(
+            f"the dataset name must be a string, got {name!r} ({type(name).__name__}): "
+            f"use one of {', '.join(map(repr, sorted(DATASETS)))}, e.g. load('mnist')"
+        )
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in DATASETS:
         raise ValueError(
@@ -182,6 +187,7 @@ def load(
         The tensors are the caller's own: changing them changes no later load.
 
     Raises:
+        TypeError: the name is not a string (``None``, say); the message lists the names.
         ValueError: unknown dataset name or split.
         DatasetNotFoundError: files missing and no download possible.
         CorruptDatasetError: files present but unreadable or of the wrong size.

@@ -11,6 +11,7 @@ A diverging model is a result, never a crash.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,7 @@ __all__ = [
     "accuracy",
     "batch_indices",
     "log_steps",
+    "preserved_state",
     "progress_bar",
     "train",
 ]
@@ -54,6 +56,24 @@ def progress_bar(total: int, desc: str, enabled: bool | None = None):
     )
 
 
+def _whole_number(
+    value: object, name: str, low: int, high: int | None = None, note: str = ""
+) -> int:
+    """``value`` as an int in ``low..high``, else a clear error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        example = low
+        if isinstance(value, float) and math.isfinite(value):
+            example = max(low, round(value))
+        raise TypeError(
+            f"{name} must be a whole number (an int), got {value!r} "
+            f"({type(value).__name__}). Fix: pass an int, e.g. {name}={example}"
+        )
+    if value < low or (high is not None and value > high):
+        bound = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}{note}, got {value}")
+    return int(value)
+
+
 def batch_indices(
     n: int, batch_size: int, steps: int, generator: torch.Generator, device: torch.device
 ) -> Iterator[torch.Tensor]:
@@ -63,9 +83,20 @@ def batch_indices(
 
     Yields:
         int64 tensors of shape ``(batch_size,)`` on ``device``.
+
+    Raises:
+        TypeError: ``batch_size`` or ``steps`` is not a whole number (raised at once,
+            not at the first batch).
+        ValueError: ``batch_size`` is not in ``1..n`` (the data size), or ``steps < 0``.
     """
-    if not 0 < batch_size <= n:
-        raise ValueError(f"batch_size must be in 1..{n} (the data size), got {batch_size}")
+    batch_size = _whole_number(batch_size, "batch_size", 1, n, " (the data size)")
+    steps = _whole_number(steps, "steps", 0)
+    return _batches(n, batch_size, steps, generator, device)
+
+
+def _batches(
+    n: int, batch_size: int, steps: int, generator: torch.Generator, device: torch.device
+) -> Iterator[torch.Tensor]:
     per_epoch = n // batch_size
     done = 0
     while done < steps:
@@ -82,15 +113,42 @@ def log_steps(steps: int, points: int = 30) -> list[int]:
     return sorted(s for s in grid if 0 <= s <= steps)
 
 
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[None]:
+    """Run code on ``model`` and then restore its buffers (BN running statistics), its
+    gradients and its train/eval mode.
+
+    Evaluation must not change the model: a forward pass in train mode updates BN's
+    running statistics, which would let evaluation data (test data!) into the training
+    state. Every evaluation in bnlib runs inside this context.
+    """
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    grads = {p: p.grad for p in model.parameters()}
+    training = model.training
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        for p, g in grads.items():
+            p.grad = g
+        model.train(training)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, split: Split, batch_size: int = 10_000) -> float:
     """Fraction of ``split`` classified correctly, in the model's current train/eval mode.
 
-    In train mode BN uses each batch's own statistics, so ``batch_size`` matters then.
+    In train mode BN normalizes each batch of ``batch_size`` examples with that batch's
+    own statistics, so ``batch_size`` matters then. The model is left exactly as it was:
+    in train mode the forward passes would update BN's running statistics, which are
+    restored (:func:`preserved_state`).
     """
     correct = 0
-    for xb, yb in zip(split.x.split(batch_size), split.y.split(batch_size)):
-        correct += (model(xb).argmax(1) == yb).sum().item()
+    with preserved_state(model):
+        for xb, yb in zip(split.x.split(batch_size), split.y.split(batch_size)):
+            correct += (model(xb).argmax(1) == yb).sum().item()
     return correct / len(split.y)
 
 
@@ -253,6 +311,7 @@ class StackedRun:
         for m in members:
             if not m.lr > 0:
                 raise ValueError(f"learning rate must be > 0, got {m.lr}")
+        _whole_number(batch_size, "batch_size", 1, len(data.y), " (the data size)")
         self.device = pick_device(device)
         self.members = list(members)
         self.k = len(members)
@@ -365,7 +424,11 @@ class StackedRun:
             (``layer``, ``percentile``, ...), the member's hyperparameters, and
             ``diverged`` (the member had diverged at or before that step). The metric
             ``loss`` is the member's minibatch loss of that step (NaN at step 0).
+
+        Raises:
+            TypeError, ValueError: ``steps`` is not a whole number >= 1.
         """
+        steps = _whole_number(steps, "steps", 1)
         log_at = set(log_at)
         rows: list[dict] = []
         if self.step == 0 and 0 in log_at:

@@ -23,6 +23,8 @@ BN, the layer before it has no bias: BN's shift replaces it (Section 3.2 of the 
 from __future__ import annotations
 
 import copy
+import inspect
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -65,6 +67,25 @@ def _choice(kind: str, value: str, allowed) -> str:
     if value not in allowed:
         raise ValueError(f"unknown {kind} {value!r}: choose one of {', '.join(allowed)}")
     return value
+
+
+def _positive_int(value: object, name: str) -> int:
+    """``value`` if it is a positive int, else a clear error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return int(value)
+
+
+def _widths(values: object, name: str) -> tuple[int, ...]:
+    """A sequence of layer widths (positive ints), else a clear error naming ``name``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(
+            f"{name} must be a sequence of layer widths, e.g. {name}=(100, 100), got "
+            f"{values!r} ({type(values).__name__}); for one layer of 100 use {name}=(100,)"
+        )
+    return tuple(_positive_int(v, f"{name}[{i}]") for i, v in enumerate(values))
 
 
 def norm_layer(norm: str, features: int, dims: int = 1, **kwargs) -> nn.Module:
@@ -257,8 +278,11 @@ class MLP(_Stackable):
         super().__init__()
         _choice("activation", activation, ACTIVATIONS)
         _choice("normalization", norm, NORMS)
+        _positive_int(in_features, "in_features")
+        _positive_int(classes, "classes")
+        hidden = _widths(hidden, "hidden")
         widths = [in_features, *hidden]
-        k = self.members = members
+        k = self.members = _positive_int(members, "members")
         use_bias = norm == "none" if bias is None else bias
         self.linears = nn.ModuleList(
             _linear(k, a, b, bias=use_bias) for a, b in zip(widths, widths[1:])
@@ -360,8 +384,9 @@ class ResNet(_Stackable):
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"ResNet depth must be 6n + 2 (20, 32, 56, 110, ...), got {depth}")
         _choice("activation", activation, ACTIVATIONS)
+        _positive_int(width, "width")
         n = (depth - 2) // 6
-        k = self.members = members
+        k = self.members = _positive_int(members, "members")
         self.stem = _conv(k, in_channels, width, 3)
         self.stem_norm = norm_layer(norm, k * width, dims=2)
         self.stem_act = ACTIVATIONS[activation]()
@@ -416,7 +441,9 @@ class VGG(_Stackable):
     ) -> None:
         super().__init__()
         _choice("activation", activation, ACTIVATIONS)
-        k = self.members = members
+        widths = _widths(widths, "widths")
+        _positive_int(convs, "convs")
+        k = self.members = _positive_int(members, "members")
         layers: list[nn.Module] = []
         a = in_channels
         for b in widths:
@@ -453,9 +480,25 @@ ARCHITECTURES: dict[str, type[_Stackable]] = {"mlp": MLP, "resnet": ResNet, "vgg
 
 
 def build_model(architecture: str, members: int = 1, **config) -> nn.Module:
-    """An architecture by name (``"mlp"``, ``"resnet"``, ``"vgg"``) with its config."""
+    """An architecture by name (``"mlp"``, ``"resnet"``, ``"vgg"``) with its config.
+
+    Raises:
+        ValueError: unknown architecture, or a config key the architecture does not take
+            (the message lists those it takes; an MLP's layer widths are ``hidden``).
+    """
     _choice("architecture", architecture, tuple(ARCHITECTURES))
-    return ARCHITECTURES[architecture](members=members, **config)
+    cls = ARCHITECTURES[architecture]
+    takes = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "members")]
+    unknown = [key for key in config if key not in takes]
+    if unknown:
+        hint = ""
+        if architecture == "mlp" and {"units", "width", "widths"} & set(unknown):
+            hint = "; the hidden layers' widths are 'hidden', e.g. hidden=(100, 100)"
+        raise ValueError(
+            f"{architecture!r} takes no argument {', '.join(map(repr, unknown))}: it takes "
+            f"{', '.join(takes)}{hint}"
+        )
+    return cls(members=members, **config)
 
 
 def _member_view(stacked: torch.Tensor, members: int, shape: torch.Size) -> torch.Tensor:

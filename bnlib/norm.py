@@ -19,7 +19,9 @@ Algorithm 2 and uses them in eval mode, with the same arguments and semantics as
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import numbers
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -34,6 +36,7 @@ __all__ = [
     "batch_norm_backward",
     "batch_norm_forward",
     "population_statistics",
+    "replayed_noise",
 ]
 
 
@@ -44,6 +47,16 @@ def _reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
             f"batch norm needs an input of shape (N, C) or (N, C, ...), got {tuple(x.shape)}"
         )
     return (0, *range(2, x.dim()))
+
+
+def _require_floating(x: torch.Tensor) -> None:
+    """Batch norm divides by a standard deviation: integer inputs are refused clearly."""
+    if not x.is_floating_point():
+        raise TypeError(
+            f"batch norm needs a floating-point tensor, got dtype {x.dtype}. Fix: convert "
+            "the input first, e.g. x.float() (or x.to(torch.float32)); for 0-255 pixel "
+            "values, x.float() / 255"
+        )
 
 
 def _per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -89,9 +102,11 @@ def batch_norm_forward(
         :math:`\sigma^2_\mathcal{B}` and :math:`1/\sqrt{\sigma^2_\mathcal{B}+\epsilon}`.
 
     Raises:
+        TypeError: ``x`` is not a floating-point tensor.
         ValueError: if a channel has a single value (its variance would be 0 and
             :math:`\hat x` identically 0), which is what PyTorch refuses too.
     """
+    _require_floating(x)
     dims = _reduce_dims(x)
     if _values_per_channel(x) <= 1:
         raise ValueError(
@@ -233,7 +248,11 @@ def batch_norm(
 
     Returns:
         ``y``, the shape of ``x``.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor.
     """
+    _require_floating(x)
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("eval-mode batch norm needs running_mean and running_var")
@@ -296,10 +315,9 @@ class BatchNorm(nn.Module):
         super().__init__()
         if num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features}")
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
         factory = {"device": device, "dtype": dtype}
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.num_features, self.eps = num_features, eps
+        self.momentum = momentum  # checked by the property's setter
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features, **factory))
@@ -317,6 +335,30 @@ class BatchNorm(nn.Module):
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
+
+    @property
+    def momentum(self) -> float | None:
+        """Update factor of the running averages, in [0, 1]; ``None`` for a cumulative
+        average. Checked on every assignment, not only by the constructor (experiments
+        set it on built models)."""
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value: float | None) -> None:
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(
+                    f"momentum must be a number in [0, 1] or None, got {value!r} "
+                    f"({type(value).__name__})"
+                )
+            if not 0.0 <= value <= 1.0:  # NaN fails too
+                raise ValueError(
+                    f"momentum must be in [0, 1] or None (a cumulative average), got {value}: "
+                    "it is the weight of the new batch in running = (1 - momentum) * running "
+                    "+ momentum * batch"
+                )
+            value = float(value)
+        self._momentum = value
 
     def reset_running_stats(self) -> None:
         """Running mean 0, running variance 1, no batches tracked."""
@@ -409,26 +451,38 @@ def population_statistics(
 
 
 class DistributionNoise(nn.Module):
-    r"""Noise that shifts and rescales every unit's distribution at every step (training only).
+    r"""Santurkar et al.'s noise (2018, Appendix A.2.1, Algorithm 1): every unit's
+    distribution is shifted and rescaled anew at every step (training only).
 
-    Santurkar et al. (2018, Section 2.1) inject it after each BN layer to make the layer
-    inputs' distributions move much more than without BN ("noisy BN"). At each forward
-    pass in training mode, each channel :math:`c` draws a shift
-    :math:`\mu_c \sim U(\text{shift})` and a scale :math:`s_c \sim U(\text{scale})`; each
-    example then gets its own jitter around both,
-    :math:`m_{nc} = \mu_c + \delta_{nc}`, :math:`\sigma_{nc} = s_c (1 + \delta'_{nc})` with
-    :math:`\delta, \delta' \sim \mathcal N(0, \text{jitter}^2)`; and
-    :math:`a \leftarrow \sigma\, a + m`. In eval mode it is the identity.
+    Injected after each BN layer, it makes the layer inputs' distributions move far more
+    than without BN ("noisy BN"). At each forward pass in training mode (one training
+    step), each unit (channel) :math:`j` draws
+
+    .. math::
+        \mu_j \sim U(\text{shift}), \qquad \sigma_j \sim U(\text{scale}),
+
+    and each example :math:`i` then draws its own
+    :math:`m_{ij} \sim U(\mu_j - \text{jitter}, \mu_j + \text{jitter})` and
+    :math:`s_{ij} \sim \mathcal N(\sigma_j, \text{jitter}^2)`, and
+    :math:`a_{ij} \leftarrow s_{ij}\, a_{ij} + m_{ij}`. The paper writes
+    :math:`\mathcal N(\sigma_j, 0.1)` without saying whether 0.1 is a standard deviation or
+    a variance; we take it as the standard deviation. In eval mode the layer is the
+    identity.
+
+    With ``replay`` set (:func:`replayed_noise`), a forward pass reuses the per-unit
+    :math:`\mu_j, \sigma_j` of the last training step instead of drawing new ones, so
+    that a probe sees the distribution training saw at that step (the per-example draws
+    are made for the probe's own examples).
 
     Args:
-        shift: the range of :math:`\mu_c`, default :math:`U(-0.5, 0.5)`.
-        scale: the range of :math:`s_c`, default :math:`U(1, 1.25)`.
-        jitter: standard deviation of the per-example jitter (0.1 by default; the paper
-            does not state it).
+        shift: the range of :math:`\mu_j`, default :math:`U(-0.5, 0.5)`.
+        scale: the range of :math:`\sigma_j`, default :math:`U(1, 1.25)`.
+        jitter: the per-example spread, 0.1 (the paper's).
 
     Shape:
-        any ``(N, C, ...)``: channels on dim 1, the jitter drawn per element of the other
-        dims (so stacked models, ``(1, K*C, N)``, get per-example jitter too).
+        any ``(N, C, ...)``: units on dim 1, the per-example draws made for every element
+        of the other dims (so stacked models, ``(1, K*C, N)``, and convolutions, whose
+        positions count as examples in the paper, get them too).
     """
 
     def __init__(
@@ -439,19 +493,44 @@ class DistributionNoise(nn.Module):
     ) -> None:
         super().__init__()
         if shift[0] > shift[1] or scale[0] > scale[1] or jitter < 0:
-            raise ValueError(f"bad noise ranges: shift={shift}, scale={scale}, jitter={jitter}")
+            raise ValueError(
+                f"bad noise ranges: shift={shift}, scale={scale}, jitter={jitter} "
+                "(each range must be (low, high) with low <= high, and jitter >= 0)"
+            )
         self.shift, self.scale, self.jitter = shift, scale, jitter
+        self.replay = False
+        self._unit_draws: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return a
         channels = a.shape[1]
         view = (1, channels, *([1] * (a.dim() - 2)))
-        mu = torch.empty(channels, device=a.device, dtype=a.dtype).uniform_(*self.shift)
-        s = torch.empty(channels, device=a.device, dtype=a.dtype).uniform_(*self.scale)
-        m = mu.view(view) + self.jitter * torch.randn_like(a)
-        sigma = s.view(view) * (1 + self.jitter * torch.randn_like(a))
-        return sigma * a + m
+        if self.replay and self._unit_draws is not None:
+            mu, sigma = self._unit_draws
+        else:
+            mu = torch.empty(channels, device=a.device, dtype=a.dtype).uniform_(*self.shift)
+            sigma = torch.empty(channels, device=a.device, dtype=a.dtype).uniform_(*self.scale)
+            self._unit_draws = (mu, sigma)
+        u = torch.rand_like(a)
+        m = mu.view(view) + self.jitter * (2 * u - 1)
+        s = sigma.view(view) + self.jitter * torch.randn_like(a)
+        return s * a + m
 
     def extra_repr(self) -> str:
         return f"shift={self.shift}, scale={self.scale}, jitter={self.jitter}"
+
+
+@contextlib.contextmanager
+def replayed_noise(model: nn.Module) -> Iterator[None]:
+    """Within the context, every :class:`DistributionNoise` of ``model`` reuses the
+    per-unit shift and scale of the last training step (see its docstring)."""
+    layers = [m for m in model.modules() if isinstance(m, DistributionNoise)]
+    before = [layer.replay for layer in layers]
+    for layer in layers:
+        layer.replay = True
+    try:
+        yield
+    finally:
+        for layer, flag in zip(layers, before):
+            layer.replay = flag

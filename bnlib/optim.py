@@ -125,7 +125,7 @@ class StackedAdam(_StackedOptimizer):
     ) -> None:
         super().__init__(params, members, lr)
         self.betas, self.eps = betas, eps
-        self.weight_decay = per_member(weight_decay, members, "weight_decay", self.params[0].device)
+        self.weight_decay = per_member(weight_decay, members, "weight_decay", **self.factory)
         self.t = 0
 
     @torch.no_grad()

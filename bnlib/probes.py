@@ -11,14 +11,15 @@ and pass it to :meth:`bnlib.engine.StackedRun.train`.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from bnlib.data import Split
+from bnlib.engine import preserved_state
 from bnlib.models import member_gradients, member_modules
+from bnlib.norm import replayed_noise
 
 __all__ = [
     "activation_stats",
@@ -27,24 +28,6 @@ __all__ = [
     "preserved_state",
     "test_accuracy",
 ]
-
-
-@contextlib.contextmanager
-def preserved_state(model: nn.Module) -> Iterator[None]:
-    """Run code on ``model`` and then restore its buffers (BN running statistics), its
-    gradients and its train/eval mode."""
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    grads = {p: p.grad for p in model.parameters()}
-    training = model.training
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-        for p, g in grads.items():
-            p.grad = g
-        model.train(training)
 
 
 def _expand(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -80,7 +63,9 @@ def activation_stats(
             than over all of the layer's values.
         capture: ``"output"`` or ``"input"`` of each module.
         mode: ``"eval"`` (BN uses running statistics) or ``"train"`` (BN uses the probe
-            batch's statistics; running statistics are restored afterwards).
+            batch's statistics; running statistics are restored afterwards; noise layers,
+            :class:`bnlib.norm.DistributionNoise`, reuse the last training step's
+            per-unit shift and scale rather than drawing their own).
         units: with ``per_channel``, only these channels (default: all).
 
     Returns:
@@ -106,7 +91,7 @@ def activation_stats(
 
         handles = [m.register_forward_hook(hook(name)) for name in layers for m in modules[name]]
         try:
-            with preserved_state(model), torch.no_grad():
+            with preserved_state(model), replayed_noise(model), torch.no_grad():
                 model.train(mode == "train")
                 run.forward(_expand(x, k))
         finally:
@@ -240,44 +225,59 @@ def internal_covariate_shift(
     y: torch.Tensor,
     lr: float,
     loss_fn=nn.functional.cross_entropy,
+    groups: Sequence[Sequence[nn.Parameter]] | None = None,
 ) -> list[dict]:
     r"""Internal covariate shift as Santurkar, Tsipras, Ilyas & Madry (2018) define it.
 
     For layer :math:`i` with weights :math:`W_i`: :math:`G_i` is the gradient of the loss
     with respect to :math:`W_i` on the batch ``(x, y)``; :math:`G'_i` is the same gradient,
-    on the same batch, after every layer before :math:`i` has taken its SGD step
-    (:math:`W_j \leftarrow W_j - \eta\, \partial\ell/\partial W_j` for :math:`j < i`, from
-    the gradients at the current weights). ICS is :math:`\|G_i - G'_i\|_2`, also given as
-    the cosine between :math:`G_i` and :math:`G'_i`.
+    on the same batch, after every layer before :math:`i` has taken its training update:
+    all of those layers' parameters (weights, biases, BN's :math:`\gamma, \beta`) move by
+    :math:`-\eta\, \partial\ell/\partial\theta`, the gradient taken at the current
+    parameters on the same batch. With ``(x, y)`` the batch of the next training step and
+    plain SGD at rate :math:`\eta`, this is exactly the update training makes
+    (Santurkar et al., Definition 2.1). ICS is :math:`\|G_i - G'_i\|_2`, also given as
+    the cosine between :math:`G_i` and :math:`G'_i`. For the first layer nothing precedes
+    it, so :math:`G'_1 = G_1` by construction.
 
     Args:
         model: a single model (not a stack), in the mode to measure in (BN in train mode
             uses the batch's statistics, as during training).
         layers: the modules whose ``weight`` is :math:`W_1, \dots, W_k`, in forward order.
-        x, y: the batch.
-        lr: :math:`\eta`, the step of the previous layers.
-        loss_fn: ``loss_fn(model(x), y)``; cross-entropy by default.
+        x, y: the batch, ``(N, ...)`` and the targets ``loss_fn`` takes.
+        lr: :math:`\eta`, the learning rate of the update of the previous layers.
+        loss_fn: ``loss_fn(model(x), y)``, a scalar; cross-entropy by default.
+        groups: ``groups[i]``, the parameters of layer :math:`i` (updated when a later
+            layer is measured); default: each layer module's own parameters. An MLP with
+            BN passes ``[linear_i, bn_i]``'s parameters, so that :math:`\gamma, \beta` move
+            too.
 
     Returns:
-        One row per layer: ``layer`` (index), ``ics`` (the L2 distance), ``cosine``,
-        ``grad_norm`` (:math:`\|G_i\|`). The model is left unchanged (weights, buffers,
-        gradients, mode).
+        One row per layer: ``layer`` (index, 0 = first), ``ics`` (the L2 distance),
+        ``cosine``, ``grad_norm`` (:math:`\|G_i\|`). The model is left unchanged
+        (parameters, buffers, gradients, mode).
     """
+    if groups is None:
+        groups = [list(layer.parameters()) for layer in layers]
+    if len(groups) != len(layers):
+        raise ValueError(f"groups has {len(groups)} entries for {len(layers)} layers")
     weights = [layer.weight for layer in layers]
+    updated = [p for group in groups for p in group]
     with preserved_state(model):
-        originals = [w.detach().clone() for w in weights]
-        grads = torch.autograd.grad(loss_fn(model(x), y), weights)
+        originals = [p.detach().clone() for p in updated]
+        grads = dict(zip(updated, torch.autograd.grad(loss_fn(model(x), y), updated)))
         rows = []
         try:
-            for i in range(len(weights)):
+            for i, weight in enumerate(weights):
+                earlier = [p for group in groups[:i] for p in group]
                 with torch.no_grad():
-                    for j in range(i):
-                        weights[j].sub_(lr * grads[j])
-                g_after = torch.autograd.grad(loss_fn(model(x), y), weights[i])[0]
+                    for p in earlier:
+                        p.sub_(lr * grads[p])
+                g_after = torch.autograd.grad(loss_fn(model(x), y), weight)[0]
                 with torch.no_grad():
-                    for j in range(i):
-                        weights[j].copy_(originals[j])
-                g, h = grads[i].flatten(), g_after.flatten()
+                    for p, original in zip(updated, originals):
+                        p.copy_(original)
+                g, h = grads[weight].flatten(), g_after.flatten()
                 rows.append(
                     {
                         "layer": i,
@@ -288,6 +288,6 @@ def internal_covariate_shift(
                 )
         finally:
             with torch.no_grad():
-                for w, original in zip(weights, originals):
-                    w.copy_(original)
+                for p, original in zip(updated, originals):
+                    p.copy_(original)
     return rows

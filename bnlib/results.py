@@ -8,7 +8,14 @@ source, so a changed config or a changed bnlib computes anew.
 
 Writes are atomic (a temporary file, then a rename; the JSON last), so an interrupted run
 leaves no half-written result and the next run starts that result cleanly. A result whose
-files cannot be read is computed again, with a warning.
+files cannot be read, or do not agree (a JSON without the keys the book needs, a parquet
+whose row count is not the JSON's ``rows``), is computed again, with a warning. Temporary
+files that a crashed run left behind (``.<file>.<pid>.tmp`` of a process that no longer
+runs, or older than :data:`STALE_TMP_AFTER_S`) are deleted when a result of that folder is
+read or written.
+
+Before computing, :func:`load_or_compute` checks that the results folder can be written
+(:func:`ensure_writable`), so a long run never ends unable to save its result.
 
 The results folder is ``$BNLIB_RESULTS``, or ``results/`` in the repository that holds
 bnlib (where the book reads them), or ``./results``.
@@ -19,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -30,7 +38,46 @@ import pandas as pd
 
 from bnlib.provenance import PACKAGE_DIR, provenance, source_hash
 
-__all__ = ["Result", "cache_key", "load_or_compute", "results_dir"]
+__all__ = [
+    "STALE_TMP_AFTER_S",
+    "Result",
+    "ResultsNotWritableError",
+    "cache_key",
+    "ensure_writable",
+    "load_or_compute",
+    "results_dir",
+]
+
+#: Age (seconds) after which a temporary file is deleted even if its process still runs
+#: (a pid reused by an unrelated process must not keep a crashed run's file forever).
+STALE_TMP_AFTER_S = 6 * 3600
+#: A temporary file of a process that no longer runs is deleted only once it is this old
+#: (seconds): on a folder shared over the network, its pid may be another machine's.
+_DEAD_TMP_GRACE_S = 60
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+#: Metadata keys a stored result must have, with their types; and its provenance's keys.
+_META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "experiment": str,
+    "profile": str,
+    "config": dict,
+    "wall_time_s": (int, float),
+    "rows": int,
+    "command": str,
+    "provenance": dict,
+}
+_PROVENANCE_KEYS = (
+    "bnlib_version",
+    "bnlib_source",
+    "git_revision",
+    "device",
+    "torch_version",
+    "date",
+)
+
+
+class ResultsNotWritableError(OSError):
+    """The results folder cannot be created or written (the message says why and the fix)."""
 
 
 def results_dir() -> Path:
@@ -82,20 +129,133 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _read(parquet: Path, meta_path: Path) -> Result | None:
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) if needed and check that files can be written in it.
+
+    Called before an experiment computes, so that a run of hours cannot end unable to save.
+
+    Args:
+        folder: the folder results will be written to.
+
+    Returns:
+        The folder, as a :class:`~pathlib.Path`.
+
+    Raises:
+        ResultsNotWritableError: the folder or one of its parents is a file, or the folder
+            cannot be created or written (permissions, read-only file system, full disk);
+            the message names the path and the fix.
+    """
+    folder = Path(folder)
+    fix = (
+        "Fix: set BNLIB_RESULTS to a folder you can write to "
+        f"(results are read from and written to $BNLIB_RESULTS/<profile>/<experiment>), "
+        f"or make {folder} writable."
+    )
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ResultsNotWritableError(
+                f"cannot store results in {folder}: {parent} is a file, not a folder. {fix}"
+            )
+    probe = folder / f".write-check.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ResultsNotWritableError(
+            f"cannot store results in {folder}: {reason} ({type(error).__name__}). {fix}"
+        ) from error
+    return folder
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs here (unsure counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):  # another user's process, or unknowable
+        return True
+    return True
+
+
+def _clean_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files in ``folder`` that a crashed run left behind: those of a
+    process that no longer runs (after a short grace), and any older than
+    :data:`STALE_TMP_AFTER_S`. Never fails (a read-only folder just keeps them).
+
+    Returns:
+        The files deleted.
+    """
+    removed: list[Path] = []
+    try:
+        candidates = list(folder.glob(".*.tmp"))
+    except OSError:
+        return removed
+    now = time.time()
+    for path in candidates:
+        match = _TMP_NAME.match(path.name)
+        if match is None:
+            continue
+        try:
+            age = now - path.stat().st_mtime
+        except OSError:  # already gone
+            continue
+        dead = age > _DEAD_TMP_GRACE_S and not _pid_alive(int(match["pid"]))
+        if dead or age > STALE_TMP_AFTER_S:
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            removed.append(path)
+    return removed
+
+
+def _problem(meta: object, frame: pd.DataFrame, expected: dict) -> str | None:
+    """What is wrong with a stored result's metadata and data, or ``None``."""
+    if not isinstance(meta, dict):
+        return f"its JSON is a {type(meta).__name__}, not an object"
+    missing = [key for key in _META_TYPES if key not in meta]
+    if missing:
+        return f"its JSON lacks {', '.join(map(repr, missing))}"
+    for key, kind in _META_TYPES.items():
+        value = meta[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"its JSON's {key!r} is {value!r}, of the wrong type"
+    lacking = [key for key in _PROVENANCE_KEYS if key not in meta["provenance"]]
+    if lacking:
+        return f"its JSON's provenance lacks {', '.join(map(repr, lacking))}"
+    for key, value in expected.items():  # compared as JSON, so that NaN equals NaN
+        if json.dumps(meta[key], sort_keys=True) != json.dumps(value, sort_keys=True):
+            return f"its JSON's {key!r} is {meta[key]!r}, expected {value!r}"
+    if len(frame) != meta["rows"]:
+        return f"its parquet holds {len(frame)} rows, its JSON says {meta['rows']}"
+    return None
+
+
+def _read(parquet: Path, meta_path: Path, expected: dict) -> Result | None:
+    """The stored result, or ``None`` (with a warning if it exists but is unusable)."""
     if not meta_path.exists():  # no metadata: never finished writing
         return None
     try:
         meta = json.loads(meta_path.read_text())
         frame = pd.read_parquet(parquet)
     except Exception as error:  # any unreadable file: recompute
-        warnings.warn(
-            f"cached result {parquet.name} in {parquet.parent} cannot be read "
-            f"({type(error).__name__}: {error}); computing it again",
-            stacklevel=3,
-        )
-        return None
-    return Result(frame, meta, parquet)
+        problem = f"cannot be read ({type(error).__name__}: {error})"
+    else:
+        problem = _problem(meta, frame, expected)
+        if problem is None:
+            return Result(frame, meta, parquet)
+        problem = f"is inconsistent: {problem}"
+    warnings.warn(
+        f"cached result {meta_path.name} / {parquet.name} in {parquet.parent} {problem}; "
+        "computing it again",
+        stacklevel=3,
+    )
+    return None
 
 
 def load_or_compute(
@@ -118,29 +278,37 @@ def load_or_compute(
         command: recorded in the metadata (default: this process's command line).
 
     Returns:
-        The :class:`Result`.
+        The :class:`Result`. A stored result that cannot be read or is inconsistent is
+        computed again, with a warning naming the file and the problem.
+
+    Raises:
+        ResultsNotWritableError: before computing, if the results folder cannot be written.
     """
     key = cache_key(experiment, config)
     folder = results_dir() / profile / experiment
     parquet, meta_path = folder / f"{key}.parquet", folder / f"{key}.json"
+    canonical = json.loads(_canonical(config))
+    if folder.is_dir():
+        _clean_stale_temporaries(folder)
     if not force:
-        cached = _read(parquet, meta_path)
+        expected = {"experiment": experiment, "profile": profile, "config": canonical}
+        cached = _read(parquet, meta_path, expected)
         if cached is not None:
             return cached
+    ensure_writable(folder)  # before computing: a long run must be able to save
     start = time.perf_counter()
     frame = compute()
     wall = time.perf_counter() - start
     meta = {
         "experiment": experiment,
         "profile": profile,
-        "config": json.loads(_canonical(config)),
+        "config": canonical,
         "key": key,
         "wall_time_s": wall,
         "rows": len(frame),
         "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "provenance": provenance(device),
     }
-    folder.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)  # the JSON is written last and marks completion
     _write_atomically(parquet, lambda p: frame.to_parquet(p, index=False))
     _write_atomically(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2)))

@@ -16,6 +16,12 @@ Config value ``bnlib_hash_package`` (default: bnlib's own folder) names the pack
 installed ``plotly`` package into ``_static`` and loaded by every page, so no page
 fetches a script from a CDN.
 
+**Claims and reproductions.** Every claim a chapter states through :func:`bnlib.claims.claim`
+renders as a line whose HTML carries the claim's record. When a chapter is read, its
+claims are collected with their section; the directive ``{bnlib-claims}`` (on the appendix
+page) becomes a table of all chapters' claims, in the book's order, each linked to its
+line in the page.
+
 **Colab opens notebooks.** Colab cannot open the chapters' MyST Markdown; the launch
 button is pointed at ``notebooks/<chapter>.ipynb`` instead (made by ``make notebooks``
 with jupytext, and kept in sync by a test).
@@ -30,6 +36,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from docutils import nodes
+from docutils.parsers.rst import Directive
+
+from bnlib.claims import parse_rendered
 from bnlib.provenance import __version__, source_hash
 
 MARKER = "bnlib.setup_notebook("
@@ -118,6 +128,181 @@ def _drop_duplicate_scripts(app: Any, pagename, templatename, context, doctree) 
     context["script_files"] = unique
 
 
+CLAIMS_CSS = """
+.bnlib-claim { margin: 0.2em 0 0.8em; padding: 0.35em 0.7em; border-left: 4px solid #1b9e77;
+  background: rgba(27, 158, 119, 0.07); font-size: 0.92em; line-height: 1.45; }
+.bnlib-claim-disagrees { border-left-color: #d95f02; background: rgba(217, 95, 2, 0.08); }
+.bnlib-claim-badge { font-weight: 600; text-transform: uppercase; font-size: 0.78em;
+  letter-spacing: 0.03em; color: #11705a; margin-right: 0.3em; }
+.bnlib-claim-disagrees .bnlib-claim-badge { color: #a04500; }
+.bnlib-claim-book, .bnlib-claim-paper { color: var(--pst-color-text-muted, #555);
+  margin-left: 0.4em; }
+.bnlib-claim-book::before, .bnlib-claim-paper::before { content: "| "; }
+table.bnlib-claims-table td, table.bnlib-claims-table th { vertical-align: top;
+  font-size: 0.88em; }
+"""
+
+
+def _collect_claims(app: Any, doctree: Any) -> None:
+    """Record the claims rendered in a page, with the chapter and section they are in."""
+    docname = app.env.docname
+    found = []
+    title = next(iter(doctree.findall(nodes.title)), None)
+    chapter = title.astext() if title is not None else docname
+    for raw in doctree.findall(nodes.raw):
+        records = parse_rendered(raw.astext())
+        if not records:
+            continue
+        section = raw.parent
+        while section is not None and not isinstance(section, nodes.section):
+            section = section.parent
+        section_title, section_id = chapter, ""
+        if section is not None:
+            section_title = section[0].astext() if len(section) else chapter
+            section_id = section["ids"][0] if section["ids"] else ""
+        for record in records:
+            found.append(
+                {
+                    **record,
+                    "docname": docname,
+                    "chapter": chapter,
+                    "section": section_title,
+                    "section_id": section_id,
+                }
+            )
+    claims = getattr(app.env, "bnlib_claims", {})
+    claims[docname] = found
+    app.env.bnlib_claims = claims
+
+
+def _purge_claims(app: Any, env: Any, docname: str) -> None:
+    getattr(env, "bnlib_claims", {}).pop(docname, None)
+
+
+def _merge_claims(app: Any, env: Any, docnames: Any, other: Any) -> None:
+    claims = getattr(env, "bnlib_claims", {})
+    claims.update(getattr(other, "bnlib_claims", {}))
+    env.bnlib_claims = claims
+
+
+def _claims_pages(app: Any, env: Any, added: Any, changed: Any, removed: Any) -> list[str]:
+    """The appendix is re-read on every build: it lists other pages' claims."""
+    return sorted(getattr(env, "bnlib_claims_pages", set()) - set(removed))
+
+
+def _book_order(env: Any) -> list[str]:
+    order: list[str] = []
+
+    def walk(doc: str) -> None:
+        if doc in order:
+            return
+        order.append(doc)
+        for child in env.toctree_includes.get(doc, []):
+            walk(child)
+
+    walk(env.config.root_doc)
+    return order
+
+
+class claims_table(nodes.General, nodes.Element):  # noqa: N801 (docutils' node naming)
+    """Placeholder for the claims table, filled in when the page is written."""
+
+
+class ClaimsDirective(Directive):
+    """``{bnlib-claims}``: the table of every chapter's claims (filled at write time)."""
+
+    has_content = False
+
+    def run(self):
+        env = self.state.document.settings.env
+        pages = getattr(env, "bnlib_claims_pages", set())
+        pages.add(env.docname)
+        env.bnlib_claims_pages = pages
+        return [claims_table("")]
+
+
+def claims_table_html(claims: list[dict], link: Any) -> str:
+    """The appendix table as HTML.
+
+    Args:
+        claims: claim records with ``docname, chapter, section, section_id`` (in order).
+        link: ``link(docname, anchor) -> href`` relative to the appendix page.
+
+    Returns:
+        A ``<table>`` with one row per claim: chapter and section (linked), the claim,
+        the paper's number, the book's quick- and full-profile numbers, the status.
+    """
+    from html import escape
+
+    from bnlib.claims import short_citation
+
+    rows = []
+    for c in claims:
+        where = (
+            f'<a href="{escape(link(c["docname"], ""))}">{escape(c["chapter"])}</a><br>'
+            f'<a href="{escape(link(c["docname"], c["section_id"]))}">'
+            f"{escape(c['section'])}</a>"
+        )
+        paper = escape(c.get("paper", ""))
+        if c.get("cite"):
+            paper = (
+                f"{paper} ({escape(short_citation(c['cite']))})"
+                if paper
+                else escape(short_citation(c["cite"]))
+            )
+        quick = escape(c["book"]) if c.get("profile", "quick") == "quick" else ""
+        full = escape(c["book"]) if c.get("profile") == "full" else "not yet computed"
+        status = escape(c["status"])
+        css = "bnlib-claim-holds" if c["status"] == "holds" else "bnlib-claim-disagrees"
+        rows.append(
+            f"<tr class='{css}'><td>{where}</td>"
+            f'<td><a href="{escape(link(c["docname"], c["id"]))}">{escape(c["text"])}</a></td>'
+            f"<td>{paper or '&mdash;'}</td><td>{quick or '&mdash;'}</td><td>{full}</td>"
+            f"<td>{status}</td></tr>"
+        )
+    head = (
+        "<thead><tr><th>chapter and section</th><th>claim</th><th>paper</th>"
+        "<th>book, quick profile</th><th>book, full profile</th><th>status</th></tr></thead>"
+    )
+    return f'<table class="table bnlib-claims-table">{head}<tbody>{"".join(rows)}</tbody></table>'
+
+
+def _fill_claims_tables(app: Any, doctree: Any, fromdocname: str) -> None:
+    placeholders = list(doctree.findall(claims_table))
+    if not placeholders:
+        return
+    env = app.env
+    by_doc = getattr(env, "bnlib_claims", {})
+    order = [d for d in _book_order(env) if d in by_doc] + sorted(
+        d for d in by_doc if d not in _book_order(env)
+    )
+    claims = [c for doc in order for c in by_doc[doc]]
+
+    def link(docname: str, anchor: str) -> str:
+        uri = app.builder.get_relative_uri(fromdocname, docname)
+        return f"{uri}#{anchor}" if anchor else uri
+
+    summary = (
+        f"<p>{len(claims)} claims in {len({c['docname'] for c in claims})} chapters: "
+        f"{sum(c['status'] == 'holds' for c in claims)} hold, "
+        f"{sum(c['status'] != 'holds' for c in claims)} disagree with the paper.</p>"
+    )
+    table = nodes.raw("", summary + claims_table_html(claims, link), format="html")
+    for node in placeholders:
+        node.replace_self(table.deepcopy())
+
+
+def _skip(self: Any, node: Any) -> None:
+    raise nodes.SkipNode
+
+
+def _write_claims_css(app: Any) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="bnlib-css-"))
+    (folder / "bnlib-claims.css").write_text(CLAIMS_CSS)
+    app.config.html_static_path.append(str(folder))
+    app.add_css_file("bnlib-claims.css")
+
+
 def setup(app: Any) -> dict[str, Any]:
     """Sphinx entry point."""
     app.add_config_value("bnlib_hash_package", "", "env")
@@ -125,6 +310,14 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("config-inited", _on_config_inited)
     app.connect("source-read", _on_source_read)
     app.connect("builder-inited", _serve_plotly)
+    app.connect("builder-inited", _write_claims_css)
+    app.add_node(claims_table, html=(_skip, _skip))
+    app.add_directive("bnlib-claims", ClaimsDirective)
+    app.connect("doctree-read", _collect_claims)
+    app.connect("env-purge-doc", _purge_claims)
+    app.connect("env-merge-info", _merge_claims)
+    app.connect("env-get-updated", _claims_pages)
+    app.connect("doctree-resolved", _fill_claims_tables)
     # after sphinx-book-theme has made its launch buttons (priority 501)
     app.connect("html-page-context", _point_colab_to_notebooks, priority=502)
     app.connect("html-page-context", _drop_duplicate_scripts, priority=900)

@@ -74,6 +74,18 @@ def _display_once(result) -> None:
         plt.close(result)
 
 
+def _failure_status(error: BaseException | None) -> str:
+    """The status line (HTML) after a run that raised ``error`` (``""``: no error)."""
+    if error is None:
+        return ""
+    if isinstance(error, KeyboardInterrupt):
+        return "<b>Interrupted.</b> Change the settings and press Run again."
+    if isinstance(error, ValueError):
+        return f"<b>Cannot run:</b> {html.escape(str(error))}"
+    message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return f"<b>Failed:</b> {html.escape(message)}"
+
+
 class Explorer:
     """Controls, a Run button, a progress area and the figure of the last run.
 
@@ -98,6 +110,7 @@ class Explorer:
         self.chapter = chapter
         self.defaults = defaults or {name: w.value for name, w in controls.items()}
         self._box = None
+        self.error: BaseException | None = None
 
     def values(self) -> dict:
         """The controls' current values, by argument name."""
@@ -133,21 +146,34 @@ class Explorer:
         return w.VBox([header, *self.controls.values(), self.button, self.status, self.output])
 
     def run(self, _=None) -> None:
-        """Re-run with the controls' values; an interrupt or bad settings leave the
-        explorer ready for the next run."""
+        """Re-run with the controls' values and show the result in the output area.
 
+        Nothing that goes wrong shows as a traceback, and the explorer stays ready for the
+        next run: the status line says ``Interrupted.`` (the kernel was interrupted),
+        ``Cannot run: <message>`` (a ``ValueError``: the experiment refused the settings) or
+        ``Failed: <type>: <message>`` (anything else; the exception is kept in
+        ``self.error``), and the output area is cleared of what the failed run left in it
+        (a progress bar stopped midway, say).
+
+        The exception is caught *inside* ``with self.output``: when IPython is active (in
+        any kernel) that context manager prints the traceback into the output area and
+        swallows the exception, so a handler around the ``with`` would never run.
+        """
         self.button.disabled = True
         self.status.value = "<i>running... (interrupt the kernel to stop)</i>"
-        self.output.clear_output()
+        error = None
         try:
+            self.output.clear_output()
             with self.output:
-                _display_once(self.compute(**self.values()))
-            self.status.value = ""
-        except KeyboardInterrupt:
-            self.status.value = "<b>Interrupted.</b> Change the settings and press Run again."
-        except ValueError as error:
-            self.status.value = f"<b>Cannot run:</b> {html.escape(str(error))}"
+                try:
+                    _display_once(self.compute(**self.values()))
+                except (Exception, KeyboardInterrupt) as caught:
+                    error = caught
+            if error is not None:
+                self.output.clear_output()
+            self.status.value = _failure_status(error)
         finally:
+            self.error = error
             self.button.disabled = False
 
     def _ipython_display_(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 
@@ -40,6 +42,71 @@ def test_run_stores_the_result(capsys, results):
 def test_bad_input_is_a_clear_error_and_exit_code_2(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def _assert_clear_error(capsys, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err
+
+
+def test_results_path_that_is_a_file_fails_before_computing(tmp_path, monkeypatch, capsys):
+    not_a_folder = tmp_path / "results.txt"
+    not_a_folder.write_text("a file, not a folder")
+    monkeypatch.setenv("BNLIB_RESULTS", str(not_a_folder))
+    assert main(["run", "gradient_check", "--device", "cpu"]) == 2
+    _assert_clear_error(capsys, str(not_a_folder), "is a file, not a folder", "BNLIB_RESULTS")
+    assert not_a_folder.read_text() == "a file, not a folder"
+
+
+def test_results_folder_under_a_file_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """A folder that cannot be created (here: a path through a regular file, which stops
+    root too) is reported before the experiment computes."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv("BNLIB_RESULTS", str(blocker / "results"))
+    assert main(["run", "transform_stages", "--device", "cpu"]) == 2
+    _assert_clear_error(capsys, f"{blocker} is a file", "BNLIB_RESULTS")
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root writes to read-only folders; the file-path tests cover this case",
+)
+def test_read_only_results_folder_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    folder.chmod(0o500)
+    monkeypatch.setenv("BNLIB_RESULTS", str(folder))
+    try:
+        assert main(["run", "gradient_check", "--device", "cpu"]) == 2
+    finally:
+        folder.chmod(0o700)
+    _assert_clear_error(capsys, "Permission denied", "BNLIB_RESULTS")
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BNLIB_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("BNLIB_DOWNLOAD", "0")
+    (tmp_path / "empty").mkdir()
+    assert main(["run", "transform_stages", "--device", "cpu"]) == 2
+    _assert_clear_error(capsys, "mnist (train) is not under", "downloading is off", "BNLIB_DATA")
+
+
+def test_corrupt_data_is_a_clear_error(tmp_path, monkeypatch, capsys, data_root):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in (data_root / "MNIST" / "raw").glob("*-ubyte"):  # not the .gz archives
+        shutil.copy(source, raw / source.name)
+    images = raw / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:100_000])  # truncated
+    monkeypatch.setenv("BNLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("BNLIB_DOWNLOAD", "0")
+    assert main(["run", "transform_stages", "--device", "cpu"]) == 2
+    _assert_clear_error(capsys, "cannot be read", f"delete {raw}")
 
 
 def test_module_entry_point():

@@ -12,7 +12,7 @@ from bnlib.engine import Member, StackedRun
 from bnlib.experiments import covariate_shift as experiments
 from bnlib.figures import covariate_shift as figures
 from bnlib.figures import interactive
-from bnlib.norm import DistributionNoise
+from bnlib.norm import DistributionNoise, replayed_noise
 
 
 def test_ics_on_a_two_layer_linear_net_matches_the_hand_computation():
@@ -51,6 +51,37 @@ def test_ics_on_a_two_layer_linear_net_matches_the_hand_computation():
     assert model[0].weight.item() == w1 and model[1].weight.item() == w2  # unchanged
 
 
+def test_ics_updates_every_parameter_of_the_earlier_layers():
+    """G' follows Santurkar et al.'s definition: the earlier layers' biases (and BN's gamma
+    and beta) take their update too, not only their weights."""
+    w1, b1, w2, x, y, lr = 0.5, 0.3, 2.0, 3.0, 1.0, 0.1
+    first = nn.Linear(1, 1).double()
+    second = nn.Linear(1, 1, bias=False).double()
+    model = nn.Sequential(first, second)
+    with torch.no_grad():
+        first.weight.fill_(w1)
+        first.bias.fill_(b1)
+        second.weight.fill_(w2)
+    r = w2 * (w1 * x + b1) - y
+    h_new = (w1 - lr * r * w2 * x) * x + (b1 - lr * r * w2)
+    g2, g2_new = r * (w1 * x + b1), (w2 * h_new - y) * h_new
+
+    def loss(out, target):
+        return 0.5 * (out - target).square().sum()
+
+    rows = probes.internal_covariate_shift(
+        model,
+        [first, second],
+        torch.tensor([[x]], dtype=torch.float64),
+        torch.tensor([[y]], dtype=torch.float64),
+        lr,
+        loss,
+    )
+    assert rows[1]["grad_norm"] == pytest.approx(abs(g2), rel=1e-12)
+    assert rows[1]["ics"] == pytest.approx(abs(g2 - g2_new), rel=1e-12)
+    assert first.bias.item() == b1 and first.weight.item() == w1  # restored
+
+
 def test_percentile_probe_reports_the_percentiles_of_the_layer_input():
     x, y = data.load("mnist", "test")
     run = StackedRun(
@@ -86,11 +117,31 @@ def test_noise_injection_statistics():
     zeros = noise(torch.zeros(4, 2000))[0]  # a = 0: the shift alone, U(-0.5, 0.5)
     assert zeros.abs().max() <= 0.5 and zeros.std().item() == pytest.approx(1 / 12**0.5, rel=0.1)
     assert not torch.equal(noise(a), noise(a))  # drawn anew at every step
-    jittery = DistributionNoise(jitter=0.1)(torch.zeros(5000, 3))
-    assert jittery.std(0).mean().item() == pytest.approx(0.1, rel=0.1)  # per-example jitter
     assert torch.equal(noise.eval()(a), a)  # identity at inference
     with pytest.raises(ValueError, match="bad noise ranges"):
         DistributionNoise(scale=(2.0, 1.0))
+
+
+def test_noise_follows_santurkar_algorithm_1():
+    """Per example: m ~ U(mu - 0.1, mu + 0.1) and s ~ N(sigma, 0.1^2) around the step's
+    per-unit mu ~ U(-0.5, 0.5) and sigma ~ U(1, 1.25); a <- s a + m."""
+    torch.manual_seed(0)
+    noise = DistributionNoise(jitter=0.1).double()
+    noise(torch.zeros(1, 4, dtype=torch.float64))  # one training step draws mu, sigma
+    mu, sigma = noise._unit_draws
+    assert (mu.abs() <= 0.5).all() and ((sigma >= 1) & (sigma <= 1.25)).all()
+    with replayed_noise(noise):
+        m = noise(torch.zeros(200_000, 4, dtype=torch.float64))  # a = 0: m alone
+        s_plus_m = noise(torch.ones(200_000, 4, dtype=torch.float64))  # a = 1: s + m
+    assert torch.equal(noise._unit_draws[0], mu)  # replay reuses the step's draws
+    assert ((m - mu).abs() <= 0.1).all()  # uniform within +-0.1 of mu
+    assert (m - mu).abs().max().item() == pytest.approx(0.1, abs=1e-3)
+    assert (m - mu).std(0).mean().item() == pytest.approx(0.1 / 3**0.5, rel=0.02)
+    assert s_plus_m.mean(0).tolist() == pytest.approx((sigma + mu).tolist(), abs=2e-3)
+    # var(s + m) = 0.1^2 (s) + 0.1^2 / 3 (m)
+    assert s_plus_m.var(0).mean().item() == pytest.approx(0.01 + 0.01 / 3, rel=0.03)
+    fresh = noise(torch.zeros(1, 4, dtype=torch.float64))  # without replay: a new step
+    assert not torch.equal(noise._unit_draws[0], mu) and fresh.shape == (1, 4)
 
 
 def test_experiments_return_tidy_data_at_a_small_scale():

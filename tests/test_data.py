@@ -77,3 +77,10 @@ def test_wrong_item_count_is_reported_as_corrupt(tmp_path, monkeypatch, data_roo
     monkeypatch.setenv("BNLIB_DATA", str(tmp_path))
     with pytest.raises(data.CorruptDatasetError, match="expected"):
         data.load("mnist", "test", download=False)
+
+
+def test_a_name_that_is_not_a_string_lists_the_datasets():
+    with pytest.raises(TypeError, match=r"dataset name must be a string, got None.*'mnist'"):
+        data.load(None)
+    with pytest.raises(TypeError, match="'fashion-mnist', 'mnist'"):
+        data.load(1)

@@ -8,12 +8,22 @@ import torch
 from bnlib.device import deterministic, pick_device, seed_everything
 
 
-def test_pick_device_defaults_and_explicit():
+def test_pick_device_defaults_and_explicit(monkeypatch):
+    monkeypatch.delenv("BNLIB_DEVICE", raising=False)
+    mps = getattr(torch.backends, "mps", None)
+    if torch.cuda.is_available():
+        expected = "cuda"
+    elif mps is not None and mps.is_available():
+        expected = "mps"
+    else:
+        expected = "cpu"  # a CPU-only machine
+    assert pick_device(None).type == expected
+    assert pick_device("auto").type == expected
     assert pick_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else None
-    if expected:
-        assert pick_device(None).type == "cuda"
     assert pick_device(torch.device("cpu")).type == "cpu"
+    monkeypatch.setenv("BNLIB_DEVICE", "cpu")  # forces the CPU whatever is available
+    assert pick_device(None) == torch.device("cpu")
+    assert pick_device("auto") == torch.device("cpu")
 
 
 def test_environment_overrides_auto(monkeypatch):

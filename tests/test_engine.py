@@ -228,3 +228,73 @@ def test_loss_trace_records_ratios_and_divergence(small_mnist):
     assert first.loc[0, "loss_ratio"] == pytest.approx(
         first.loc[0, "loss"] / trace[(trace.step == 1) & (trace.member == 0)]["loss"].item()
     )
+
+
+def test_evaluation_in_train_mode_leaves_running_statistics_untouched():
+    """Test data must never reach the training state: a train-mode evaluation (each test
+    batch normalized with its own statistics) runs forward passes that would update BN's
+    running averages; :func:`accuracy` restores them."""
+    test = data.load("mnist", "test")
+    for momentum in (0.1, None):
+        model = MLP(norm="bnlib").double()
+        for layer in model.norms:
+            layer.momentum = momentum
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        model.train()
+        accuracy(model, data.Split(test.x[:600].double(), test.y[:600]), batch_size=60)
+        assert model.training
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, before[key]), f"{key} changed by evaluation"
+
+
+def test_logging_with_train_mode_evaluation_does_not_change_training():
+    """A run that evaluates on test data in train mode at every logged step ends with the
+    same running statistics and weights as a run that never evaluates."""
+    train_split = data.load("mnist", "train")
+    test = data.load("mnist", "test")
+    small_test = data.Split(test.x[:1200], test.y[:1200])
+
+    def run(log):
+        torch.manual_seed(0)
+        model = MLP(norm="bnlib")
+        for layer in model.norms:
+            layer.momentum = None  # cumulative average: every batch seen counts equally
+        train(model, train_split, steps=20, batch_size=60, lr=0.1, log_at=list(range(21)), log=log)
+        return model.state_dict()
+
+    quiet = run(None)
+    evaluated = run(lambda step, m, loss: {"acc": accuracy(m.train(), small_test, 60)})
+    for key in quiet:
+        assert torch.equal(quiet[key], evaluated[key]), key
+
+
+def test_batch_size_and_steps_must_be_whole_numbers_checked_at_once():
+    """Bad values fail when batch_indices is called, before any batch is drawn."""
+    gen, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
+    with pytest.raises(TypeError, match=r"batch_size must be a whole number.*2\.5.*batch_size=2"):
+        batch_indices(100, 2.5, 10, gen, cpu)
+    with pytest.raises(TypeError, match="batch_size must be a whole number"):
+        batch_indices(100, True, 10, gen, cpu)
+    with pytest.raises(ValueError, match=r"batch_size must be in 1\.\.100 \(the data size\)"):
+        batch_indices(100, 0, 10, gen, cpu)
+    with pytest.raises(ValueError, match="steps must be >= 0, got -1"):
+        batch_indices(100, 10, -1, gen, cpu)
+    assert len(list(batch_indices(100, 10, 0, gen, cpu))) == 0
+
+
+def test_stacked_run_rejects_a_fractional_batch_size_and_no_steps():
+    test = data.load("mnist", "test")
+    split = data.Split(test.x[:200], test.y[:200])
+    config = {"hidden": (8,), "norm": "torch"}
+    with pytest.raises(TypeError, match=r"batch_size must be a whole number.*2\.5"):
+        StackedRun("mlp", config, [Member(lr=0.1)], split, batch_size=2.5, device="cpu")
+    with pytest.raises(ValueError, match=r"batch_size must be in 1\.\.200"):
+        StackedRun("mlp", config, [Member(lr=0.1)], split, batch_size=500, device="cpu")
+    run = StackedRun("mlp", config, [Member(lr=0.1)], split, batch_size=20, device="cpu")
+    for steps in (0, -3):
+        with pytest.raises(ValueError, match=f"steps must be >= 1, got {steps}"):
+            run.train(steps, log_at=[0], progress=False)
+    with pytest.raises(TypeError, match=r"steps must be a whole number.*2\.0"):
+        run.train(2.0, progress=False)
+    assert run.step == 0  # nothing was trained
+    assert len(run.train(2, log_at=[2], progress=False)) == 1 and run.step == 2

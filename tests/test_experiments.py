@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import json
 
@@ -40,10 +42,34 @@ def test_profile_choice_and_errors(monkeypatch):
         experiments.get("nope")
 
 
-def test_run_caches_and_records_the_profile(results):
+@pytest.fixture
+def gradient_check_calls(monkeypatch) -> list[dict]:
+    """The real ``gradient_check`` experiment, wrapped to record each computation's
+    arguments (so a test can tell a cache hit from a recomputation)."""
+    experiments._load_all()
+    real = experiments.REGISTRY["gradient_check"]
+    calls: list[dict] = []
+
+    @functools.wraps(real.function)
+    def counted(**kwargs):
+        calls.append(kwargs)
+        return real.function(**kwargs)
+
+    monkeypatch.setitem(
+        experiments.REGISTRY, "gradient_check", dataclasses.replace(real, function=counted)
+    )
+    return calls
+
+
+def test_run_caches_and_records_the_profile(results, gradient_check_calls):
     first = experiments.run("gradient_check", shapes=[[2, 3]])
+    assert gradient_check_calls == [{"shapes": [[2, 3]]}]
     again = experiments.run("gradient_check", shapes=[[2, 3]])
+    assert len(gradient_check_calls) == 1, "the second run computed instead of reading"
     assert first.path == again.path and first.path.is_relative_to(results / "quick")
     assert first.meta["config"] == {"shapes": [[2, 3]]}
     assert first.frame["passed"].all()
     assert again.meta["provenance"]["date"] == first.meta["provenance"]["date"]
+    experiments.run("gradient_check", shapes=[[2, 3]], force=True)
+    experiments.run("gradient_check", shapes=[[3, 2]])
+    assert len(gradient_check_calls) == 3  # force, and a changed config, compute

@@ -79,3 +79,10 @@ def test_batch_mean_noise_follows_inverse_square_root():
     spread = df.groupby(["batch_size", "unit"])["mean_error"].std().groupby("batch_size").median()
     assert spread[4] / spread[64] == pytest.approx(4.0, rel=0.25)
     figures.batch_statistics_noise(df)
+
+
+def test_running_statistics_rejects_a_momentum_outside_0_1():
+    """The experiment sets each layer's momentum after building the model: the check
+    must hold for assignment too, not only for the constructor."""
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\].*got 2\.0"):
+        experiments.running_statistics(steps=2, momenta=(2.0,), points=2)

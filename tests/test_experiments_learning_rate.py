@@ -30,3 +30,14 @@ def test_lr_sweep_rows_and_divergence():
     assert (small["test_accuracy"] > 0.5).all() and not small["diverged"].any()
     huge = df[(df["lr"] == df["lr"].max()) & (df["norm"] == "none")]
     assert huge["diverged"].all() and (huge["diverged_at"] > 0).all()
+
+
+@pytest.mark.parametrize("steps", [0, -5])
+def test_lr_sweep_needs_at_least_one_step(steps):
+    with pytest.raises(ValueError, match=f"steps must be >= 1, got {steps}"):
+        lr_sweep(steps=steps, lr_count=2, device="cpu")
+
+
+def test_lr_sweep_needs_a_whole_batch_size():
+    with pytest.raises(TypeError, match=r"batch_size must be a whole number.*2\.5"):
+        lr_sweep(steps=5, batch_size=2.5, lr_count=2, device="cpu")

@@ -110,3 +110,40 @@ def test_stacked_input_shape_is_checked_and_mixed_stacks_refused():
         stack_members([MLP(), MLP(norm="torch")])
     with pytest.raises(ValueError, match="out of range"):
         unstack_member(stacked, 2)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "error", "message"),
+    [
+        ((-1,), ValueError, r"hidden\[0\] must be a positive int, got -1"),
+        ((100, 0), ValueError, r"hidden\[1\] must be a positive int, got 0"),
+        ((2.5,), TypeError, r"hidden\[0\] must be a positive int, got 2\.5"),
+        (100, TypeError, r"sequence of layer widths.*hidden=\(100,\)"),
+        ("100", TypeError, "sequence of layer widths"),
+    ],
+)
+def test_mlp_hidden_widths_must_be_positive_ints(hidden, error, message):
+    with pytest.raises(error, match=message):
+        MLP(hidden=hidden)
+    with pytest.raises(error, match=message):
+        build_model("mlp", hidden=hidden)
+
+
+def test_mlp_with_one_hidden_layer_and_unknown_arguments():
+    model = MLP(hidden=(100,), norm="bnlib")
+    assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+    assert model.linears[0].out_features == 100 and len(model.norms) == 1
+    for units in [(100,), (-1,)]:  # an MLP's widths are 'hidden'; 'units' is no argument
+        with pytest.raises(ValueError, match=r"'mlp' takes no argument 'units'.*hidden=\("):
+            build_model("mlp", units=units)
+    with pytest.raises(ValueError, match=r"'resnet' takes no argument 'hidden'.*depth"):
+        build_model("resnet", hidden=(10,))
+
+
+def test_convolutional_widths_must_be_positive_ints():
+    with pytest.raises(ValueError, match="width must be a positive int, got 0"):
+        ResNet(depth=8, width=0)
+    with pytest.raises(ValueError, match=r"widths\[1\] must be a positive int, got -4"):
+        build_model("vgg", widths=(8, -4))
+    with pytest.raises(ValueError, match="members must be a positive int, got 0"):
+        MLP(members=0)

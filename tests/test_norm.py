@@ -163,3 +163,46 @@ def test_population_statistics_average_over_batches():
     torch.testing.assert_close(model[1].running_mean, expected_mean)
     torch.testing.assert_close(model[1].running_var, expected_var)
     assert int(model[4].num_batches_tracked) == 10
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool])
+def test_integer_input_is_a_clear_type_error(dtype):
+    x = torch.randint(0, 2, (4, 3)).to(dtype)
+    message = rf"floating-point tensor, got dtype {dtype}.*x\.float\(\)"
+    with pytest.raises(TypeError, match=message):
+        batch_norm_forward(x, None, None)
+    bn = BatchNorm(3)
+    with pytest.raises(TypeError, match=message):
+        bn(x)
+    with pytest.raises(TypeError, match=message):
+        bn.eval()(x)
+    assert bn.num_batches_tracked.item() == 0  # nothing was updated
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(2.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError), ("0.1", TypeError)],
+)
+def test_momentum_is_checked_on_assignment_too(value, error):
+    with pytest.raises(error, match="momentum must be"):
+        BatchNorm(3, momentum=value)
+    bn = BatchNorm(3)
+    with pytest.raises(error, match="momentum must be"):
+        bn.momentum = value
+    assert bn.momentum == 0.1  # unchanged
+
+
+def test_assigned_momentum_is_the_one_used():
+    """Checked in float64: running = (1 - m) * running + m * batch statistic."""
+    x = torch.randn(16, 3, dtype=torch.float64) * 2 + 5
+    bn = BatchNorm(3, dtype=torch.float64)
+    bn.momentum = 0.25
+    bn(x)
+    torch.testing.assert_close(bn.running_mean, 0.25 * x.mean(0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        bn.running_var, 0.75 + 0.25 * x.var(0, unbiased=True), rtol=1e-12, atol=1e-12
+    )
+    bn.momentum = None  # cumulative average
+    assert bn.momentum is None
+    bn.momentum = 1
+    assert bn.momentum == 1.0 and isinstance(bn.momentum, float)

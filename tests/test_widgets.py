@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
+import builtins
+import sys
+
 import ipywidgets as w
 import pytest
 
-from bnlib.widgets import Explorer, launch_links, running_statistics_explorer
+from bnlib.widgets import (
+    Explorer,
+    covariate_shift_explorer,
+    launch_links,
+    running_statistics_explorer,
+)
 
 
 def make(compute):
@@ -28,32 +37,173 @@ def test_static_notice_says_how_to_get_a_kernel_and_shows_the_settings():
     assert "mybinder.org" in notice and "colab.research.google.com" in notice
 
 
-def test_live_run_uses_the_controls_and_survives_interrupts_and_bad_settings():
-    calls = []
+def _interrupts_bad_settings_and_failures_leave_the_explorer_usable():
+    """Runs of an explorer whose compute succeeds, is interrupted, refuses its settings and
+    fails; each one ends with the right status line and the Run button enabled."""
+    calls, events = [], []
 
     def compute(a, b):
         calls.append((a, b))
+        events.append("compute")
         if a == 5:
             raise KeyboardInterrupt
         if a == 1:
             raise ValueError("a must be > 1")
+        if b == "y":
+            raise RuntimeError("<boom>")
         return f"result {a}{b}"
 
     explorer = make(compute)
     box = explorer.build()
     assert isinstance(box, w.VBox)
+    clear = explorer.output.clear_output
+    explorer.output.clear_output = lambda *a, **k: events.append("clear") or clear(*a, **k)
+
     explorer.controls["a"].value = 4
     explorer.run()
-    assert calls[-1] == (4, "x") and explorer.status.value == ""
+    assert calls[-1] == (4, "x") and explorer.status.value == "" and explorer.error is None
+    assert events[-1] == "compute"  # the result stays in the output area
+
     explorer.controls["a"].value = 5
     explorer.run()
-    assert "Interrupted" in explorer.status.value and not explorer.button.disabled
+    assert explorer.status.value.startswith("<b>Interrupted.</b>")
+    assert not explorer.button.disabled and isinstance(explorer.error, KeyboardInterrupt)
+    assert events[-2:] == ["compute", "clear"]  # e.g. a progress bar stopped midway
+
     explorer.controls["a"].value = 1
     explorer.run()
-    assert "a must be &gt; 1" in explorer.status.value and not explorer.button.disabled
+    assert explorer.status.value == "<b>Cannot run:</b> a must be &gt; 1"
+    assert not explorer.button.disabled and events[-2:] == ["compute", "clear"]
+
     explorer.controls["a"].value = 2
+    explorer.controls["b"].value = "y"
     explorer.run()
-    assert calls[-1] == (2, "x") and explorer.status.value == ""
+    assert explorer.status.value == "<b>Failed:</b> RuntimeError: &lt;boom&gt;"
+    assert not explorer.button.disabled and isinstance(explorer.error, RuntimeError)
+
+    explorer.controls["b"].value = "x"
+    explorer.run()
+    assert calls[-1] == (2, "x") and explorer.status.value == "" and explorer.error is None
+    assert not explorer.button.disabled
+
+
+def test_live_run_uses_the_controls_and_survives_interrupts_and_bad_settings():
+    from IPython import get_ipython
+
+    assert get_ipython() is None
+    _interrupts_bad_settings_and_failures_leave_the_explorer_usable()
+
+
+@pytest.fixture
+def ipython_shell(tmp_path, monkeypatch):
+    """An active IPython shell (``IPython.get_ipython()``, which ipywidgets' ``Output``
+    asks, returns it), as in a kernel; the global state it changes is restored after."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    if InteractiveShell.initialized():
+        yield InteractiveShell.instance()
+        return
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    saved = (sys.displayhook, sys.excepthook, dict(builtins.__dict__))
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
+    shell = InteractiveShell.instance(config=config, ipython_dir=str(tmp_path))
+    atexit.unregister(shell.atexit_operations)
+    try:
+        yield shell
+    finally:
+        shell.atexit_operations()
+        InteractiveShell.clear_instance()
+        sys.displayhook, sys.excepthook = saved[:2]
+        for name in set(builtins.__dict__) - set(saved[2]):
+            delattr(builtins, name)
+        builtins.__dict__.update(saved[2])
+
+
+def test_live_run_under_ipython_reports_interrupts_and_errors_in_the_status_line(
+    ipython_shell, monkeypatch
+):
+    """In a kernel, ipywidgets' ``Output`` shows an exception raised in it as a traceback
+    and swallows it: the explorer must catch it first (issue 9)."""
+    from IPython import get_ipython
+
+    assert get_ipython() is ipython_shell
+    tracebacks = []
+    monkeypatch.setattr(ipython_shell, "showtraceback", lambda *a, **k: tracebacks.append(a))
+    _interrupts_bad_settings_and_failures_leave_the_explorer_usable()
+    assert tracebacks == []  # nothing shown as a traceback in the output area
+
+
+class Recorded(Exception):
+    """Raised by a stand-in experiment once it has recorded its arguments."""
+
+
+def _recorder(calls: list):
+    def experiment(**kwargs):
+        calls.append(kwargs)
+        raise Recorded("recorded")
+
+    return experiment
+
+
+def test_running_statistics_explorer_passes_the_controls_to_its_experiment(monkeypatch):
+    import bnlib.experiments.algorithm
+
+    calls = []
+    monkeypatch.setattr(bnlib.experiments.algorithm, "running_statistics", _recorder(calls))
+    explorer = running_statistics_explorer()  # imports the experiment: patch it first
+    settings = {"momentum": None, "batch_size": 16, "lr": 0.1, "activation": "relu", "steps": 150}
+    for name, value in settings.items():
+        explorer.controls[name].value = value
+        assert explorer.controls[name].value == value
+    explorer.build()
+    explorer.run()
+    assert explorer.status.value == "<b>Failed:</b> Recorded: recorded"
+    assert len(calls) == 1
+    got = calls[0]
+    assert got["momenta"] == (None,)
+    assert {k: got[k] for k in ("batch_size", "lr", "activation", "steps")} == {
+        "batch_size": 16,
+        "lr": 0.1,
+        "activation": "relu",
+        "steps": 150,
+    }
+
+
+def test_covariate_shift_explorer_passes_the_controls_to_its_experiment(monkeypatch):
+    import bnlib.experiments.covariate_shift
+
+    calls = []
+    monkeypatch.setattr(bnlib.experiments.covariate_shift, "ioffe_figure1", _recorder(calls))
+    explorer = covariate_shift_explorer()  # imports the experiment: patch it first
+    settings = {
+        "activation": "tanh",
+        "bn": False,
+        "layer": 2,
+        "unit": 7,
+        "lr": 0.1,
+        "steps": 200,
+    }
+    for name, value in settings.items():
+        explorer.controls[name].value = value
+        assert explorer.controls[name].value == value
+    explorer.build()
+    explorer.run()
+    assert explorer.status.value == "<b>Failed:</b> Recorded: recorded"
+    assert len(calls) == 1
+    got = calls[0]
+    assert {k: got[k] for k in ("activation", "norms", "layer", "units", "lr", "steps")} == {
+        "activation": "tanh",
+        "norms": ("none",),
+        "layer": 2,
+        "units": (7,),
+        "lr": 0.1,
+        "steps": 200,
+    }
+    explorer.controls["bn"].value = True
+    explorer.run()
+    assert calls[-1]["norms"] == ("bnlib",)
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ from torch import nn
 from bnlib import data as datasets
 from bnlib import probes
 from bnlib.device import pick_device, seed_everything
-from bnlib.engine import Member, StackedRun, log_steps, train
+from bnlib.engine import Member, StackedRun, batch_indices, log_steps, progress_bar
 from bnlib.experiments import register
 from bnlib.models import MLP
 
@@ -33,12 +34,14 @@ PAPER_MLP = {"hidden": [100, 100, 100], "activation": "sigmoid"}
 def _train_paper_mlps(
     config: dict, seeds, lr, batch_size, steps, points, desc, train_split, device, run_probes
 ) -> pd.DataFrame:
-    """One stack of the paper's MLP (``config`` on top), one member per seed, trained with
-    SGD and probed at log-spaced steps."""
+    """One stack of the paper's MLP (``config`` on top), one member per seed and learning
+    rate (``lr``: one rate or a sequence), trained with SGD and probed at log-spaced
+    steps."""
+    lrs = [lr] if isinstance(lr, (int, float)) else list(lr)
     run = StackedRun(
         "mlp",
         {**PAPER_MLP, **config},
-        [Member(lr=lr, seed=s) for s in seeds],
+        [Member(lr=rate, seed=s) for rate in lrs for s in seeds],
         train_split,
         batch_size=batch_size,
         device=device,
@@ -164,16 +167,68 @@ def ioffe_figure1(
     return out[["norm", "seed", "step", "metric", "value", "channel"]]
 
 
-def _ics_rows(model, layers, x, y, lr, loss_fn, step, label, loss=None):
-    rows = probes.internal_covariate_shift(model, layers, x, y, lr, loss_fn)
-    return [{"step": step, "norm": label, **row} for row in rows]
+def _layer_groups(model: MLP) -> tuple[list[nn.Module], list[list[nn.Parameter]]]:
+    """An MLP's weight layers and, per layer, all of its parameters (weight, bias and
+    the BN's gamma and beta that follow it)."""
+    layers = [*model.linears, model.head]
+    groups = [
+        [*linear.parameters(), *norm.parameters()]
+        for linear, norm in zip(model.linears, model.norms)
+    ]
+    return layers, [*groups, list(model.head.parameters())]
+
+
+def _train_measuring_ics(
+    model: MLP,
+    batches,
+    *,
+    steps: int,
+    lr: float,
+    loss_fn,
+    log_at: set[int],
+    label: str,
+    desc: str,
+) -> pd.DataFrame:
+    """Plain SGD on ``batches`` (an iterator of ``(x, y)``), measuring ICS before the
+    steps in ``log_at`` on the very batch and with the very update that training step
+    uses (Santurkar et al.'s definition). A non-finite loss stops the run (diverged)."""
+    layers, groups = _layer_groups(model)
+    rows = []
+    bar = progress_bar(steps, desc)
+    for step in range(steps + 1):
+        if step == steps and step not in log_at:
+            break
+        x, y = next(batches)
+        model.train()
+        if step in log_at:
+            with torch.no_grad():
+                loss = float(loss_fn(model(x), y))
+            diverged = not np.isfinite(loss)
+            if not diverged:
+                ics = probes.internal_covariate_shift(model, layers, x, y, lr, loss_fn, groups)
+                rows += [
+                    {"step": step, "norm": label, "loss": loss, "diverged": False, **r} for r in ics
+                ]
+            else:
+                rows.append({"step": step, "norm": label, "loss": loss, "diverged": True})
+                break
+        if step == steps:
+            break
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= lr * p.grad
+        bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
 
 
 @register(
     "ics_over_training",
     chapter="Internal covariate shift",
-    quick={"mlp_steps": 1000, "linear_steps": 2000, "points": 8},
-    full={"mlp_steps": 10_000, "linear_steps": 10_000, "points": 20},
+    quick={"mlp_steps": 1000, "linear_steps": 2000, "points": 12},
+    full={"mlp_steps": 10_000, "linear_steps": 10_000, "points": 24},
 )
 def ics_over_training(
     mlp_steps: int = 1000,
@@ -183,7 +238,8 @@ def ics_over_training(
     depth: int = 25,
     width: int = 10,
     samples: int = 1000,
-    points: int = 8,
+    batch_size: int = 60,
+    points: int = 12,
     seed: int = 0,
     device: str | None = "cpu",
 ) -> pd.DataFrame:
@@ -191,44 +247,49 @@ def ics_over_training(
 
     Two networks, each trained with and without BN:
 
-    - ``"MLP"``: the paper's MNIST network, SGD with ``lr`` and batches of 60; ICS of each
-      of its 4 weight matrices on a fixed batch of 1,000 training images.
+    - ``"MLP"``: the paper's MNIST network, plain SGD with ``lr`` and batches of
+      ``batch_size``; ICS of each of its 4 weight matrices on the training batch of the
+      step, with that step's update.
     - ``"deep linear"``: Santurkar et al.'s deep linear network, ``depth`` layers of
       ``width x width`` without biases, Glorot (Xavier normal) initialization, trained by
       full-batch gradient descent (``linear_lr``) to minimize
       :math:`\sum_n \|W_{25}\cdots W_1 x_n - A x_n\|^2` over ``samples`` Gaussian inputs,
       :math:`A` a random Gaussian matrix; ICS of every layer on the full batch.
 
-    ICS is :func:`bnlib.probes.internal_covariate_shift` with the step the training uses.
+    ICS is :func:`bnlib.probes.internal_covariate_shift`, measured at about ``points``
+    log-spaced steps, before the step is taken, on the batch that step trains on, with
+    every parameter of the earlier layers (biases and BN's :math:`\gamma, \beta`
+    included) moved by that step's SGD update: Santurkar et al.'s Definition 2.1.
 
     Returns:
-        Columns ``network, norm ("no BN" | "BN"), step, layer, ics, cosine, grad_norm,
-        loss``.
+        Columns ``network, norm ("no BN" | "BN"), step, layer (0 = first), ics, cosine,
+        grad_norm, loss`` (the loss on the measured batch), ``diverged``.
     """
+    for name, value in (("mlp_steps", mlp_steps), ("linear_steps", linear_steps)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     dev = pick_device(device)
     frames = []
     train_split = datasets.load("mnist", "train", dev)
-    probe = datasets.Split(train_split.x[-1000:], train_split.y[-1000:])
     for norm, label in (("none", "no BN"), ("bnlib", "BN")):
         seed_everything(seed)
         model = MLP(norm=norm, **PAPER_MLP).to(dev)
-        layers = [*model.linears, model.head]
-
-        def log(step, m, loss, label=label, layers=layers):
-            rows = _ics_rows(
-                m.train(), layers, probe.x, probe.y, lr, nn.functional.cross_entropy, step, label
-            )
-            return [{**r, "loss": loss} for r in rows]
-
-        frame = train(
+        order = batch_indices(
+            len(train_split.y),
+            batch_size,
+            mlp_steps + 1,
+            torch.Generator().manual_seed(seed),
+            train_split.x.device,
+        )
+        batches = ((train_split.x[i], train_split.y[i]) for i in order)
+        frame = _train_measuring_ics(
             model,
-            train_split,
+            batches,
             steps=mlp_steps,
-            batch_size=60,
             lr=lr,
-            seed=seed,
-            log_at=log_steps(mlp_steps, points),
-            log=log,
+            loss_fn=nn.functional.cross_entropy,
+            log_at=set(log_steps(mlp_steps, points)),
+            label=label,
             desc=f"MLP {label}",
         )
         frames.append(frame.assign(network="MLP"))
@@ -252,30 +313,21 @@ def ics_over_training(
             init="xavier",
             bias=False,
         ).to(dev)
-        layers = [*model.linears, model.head]
-        log_at = set(log_steps(linear_steps, points))
-        rows = []
-        for step in range(linear_steps + 1):
-            model.train()
-            if step in log_at:
-                with torch.no_grad():
-                    loss = float(squared_error(model(x), target))
-                rows += [
-                    {**r, "loss": loss}
-                    for r in _ics_rows(
-                        model, layers, x, target, linear_lr, squared_error, step, label
-                    )
-                ]
-            if step == linear_steps:
-                break
-            model.zero_grad(set_to_none=True)
-            squared_error(model(x), target).backward()
-            with torch.no_grad():
-                for p in model.parameters():
-                    p -= linear_lr * p.grad
-        frames.append(pd.DataFrame(rows).assign(network="deep linear"))
+        frame = _train_measuring_ics(
+            model,
+            itertools.repeat((x, target)),
+            steps=linear_steps,
+            lr=linear_lr,
+            loss_fn=squared_error,
+            log_at=set(log_steps(linear_steps, points)),
+            label=label,
+            desc=f"deep linear {label}",
+        )
+        frames.append(frame.assign(network="deep linear"))
     out = pd.concat(frames, ignore_index=True)
-    return out[["network", "norm", "step", "layer", "ics", "cosine", "grad_norm", "loss"]]
+    return out[
+        ["network", "norm", "step", "layer", "ics", "cosine", "grad_norm", "loss", "diverged"]
+    ]
 
 
 NOISY_VARIANTS = {
@@ -289,13 +341,13 @@ NOISY_VARIANTS = {
 @register(
     "noisy_bn",
     chapter="Internal covariate shift",
-    quick={"steps": 2000, "seeds": [0], "points": 16},
-    full={"steps": 20_000, "seeds": [0, 1, 2], "points": 30},
+    quick={"steps": 2000, "seeds": [0, 1, 2], "lrs": [0.1, 0.5], "points": 16},
+    full={"steps": 20_000, "seeds": [0, 1, 2, 3, 4], "lrs": [0.05, 0.1, 0.5, 1.0], "points": 30},
 )
 def noisy_bn(
     steps: int = 2000,
-    seeds: Sequence[int] = (0,),
-    lr: float = 0.1,
+    seeds: Sequence[int] = (0, 1, 2),
+    lrs: Sequence[float] = (0.1, 0.5),
     batch_size: int = 60,
     units: Sequence[int] = (0, 1, 2, 3, 4),
     points: int = 16,
@@ -304,15 +356,18 @@ def noisy_bn(
     r"""Santurkar et al.'s "noisy BN" on the paper's MNIST MLP.
 
     Four networks (:data:`NOISY_VARIANTS`): standard (no BN), BN, BN followed by
-    :class:`bnlib.norm.DistributionNoise` on every hidden layer, and the same noise
-    without BN. Trained with SGD (``lr``, batches of 60). At log-spaced steps: the
-    training accuracy (10,000 training images, eval mode: no noise) and the percentiles
-    of a few units' inputs to the last hidden sigmoid on a fixed probe batch in training
-    mode (with the noise, as the sigmoid sees it).
+    :class:`bnlib.norm.DistributionNoise` (their Algorithm 1) on every hidden layer, and
+    the same noise without BN. Each is trained with SGD (batches of 60) at every learning
+    rate in ``lrs`` from every seed in ``seeds`` (one stack per network). At log-spaced
+    steps: the training accuracy (10,000 training images, eval mode: no noise) and the
+    percentiles of a few units' inputs to the last hidden sigmoid on a fixed probe batch
+    in training mode, with the noise of the last training step (as the sigmoid saw it
+    then; the probe does not draw its own per-unit noise).
 
     Returns:
-        Columns ``variant, seed, step, metric, value, channel``; metrics ``train
-        accuracy``, ``loss`` (minibatch), ``p15``, ``p50``, ``p85``, ``mean``, ``std``.
+        Columns ``variant, lr, seed, step, metric, value, channel, diverged``; metrics
+        ``train accuracy``, ``loss`` (minibatch), ``p15``, ``p50``, ``p85``, ``mean``,
+        ``std``.
     """
     dev = pick_device(device)
     train_split = datasets.load("mnist", "train", dev)
@@ -323,7 +378,7 @@ def noisy_bn(
         log = _train_paper_mlps(
             config,
             seeds,
-            lr,
+            lrs,
             batch_size,
             steps,
             points,
@@ -344,4 +399,4 @@ def noisy_bn(
         )
         frames.append(log.assign(variant=variant))
     out = pd.concat(frames, ignore_index=True)
-    return out[["variant", "seed", "step", "metric", "value", "channel"]]
+    return out[["variant", "lr", "seed", "step", "metric", "value", "channel", "diverged"]]

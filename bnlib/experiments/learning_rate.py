@@ -75,7 +75,15 @@ def lr_sweep(
     Returns:
         One row per model: ``norm, lr, seed, test_accuracy, final_loss, diverged,
         diverged_at`` (step, or -1).
+
+    Raises:
+        TypeError, ValueError: ``steps`` or ``batch_size`` is not a whole number >= 1
+            (checked before any data is loaded).
     """
+    from bnlib.engine import _whole_number
+
+    _whole_number(steps, "steps", 1)
+    _whole_number(batch_size, "batch_size", 1)
     dev = pick_device(device)
     train = datasets.load(dataset, "train", dev)
     test = datasets.load(dataset, "test", dev)

@@ -90,7 +90,7 @@ def running_statistics(df: pd.DataFrame) -> Figure:
         marker="o",
         markersize=4,
     )
-    sns.move_legend(left, "upper right", fontsize="x-small", title_fontsize="x-small", ncol=2)
+    sns.move_legend(left, "lower left", ncol=2)
     left.set(
         xscale="log",
         yscale="log",
@@ -103,7 +103,7 @@ def running_statistics(df: pd.DataFrame) -> Figure:
     sns.lineplot(
         acc, x="step", y="value", hue="momentum", style="metric", ax=right, marker="o", markersize=4
     )
-    sns.move_legend(right, "lower right", fontsize="x-small", title_fontsize="x-small", ncol=2)
+    sns.move_legend(right, "lower right", ncol=2)
     right.set(
         xscale="log",
         xlabel="training step",
@@ -168,7 +168,9 @@ def bias_blowup(df: pd.DataFrame) -> Figure:
 
 def batch_statistics_noise(df: pd.DataFrame) -> Figure:
     r"""Spread (standard deviation over random batches) of the batch statistics and of one
-    example's normalized value, against the batch size, with the :math:`1/\sqrt{m}` law.
+    example's normalized value, against the batch size, with the law the batch mean's
+    spread follows when one fixed example is in every batch, :math:`\sqrt{m-1}/m`, and the
+    familiar :math:`1/\sqrt{m}` of a batch of independent draws.
 
     The spread is computed per unit over draws, then the median over units is drawn with
     a band from the 10th to the 90th percentile of units.
@@ -195,12 +197,14 @@ def batch_statistics_noise(df: pd.DataFrame) -> Figure:
         (line,) = ax.plot(q.index, q[0.5], marker="o", label=quantity)
         ax.fill_between(q.index, q[0.1], q[0.9], color=line.get_color(), alpha=0.2)
     m = np.array(sorted(df["batch_size"].unique()), dtype=float)
-    ax.plot(m, 1 / np.sqrt(m), "k--", lw=1, label=r"$1/\sqrt{m}$")
+    fixed_law = r"$\sqrt{m-1}/m$ (fixed example in every batch)"
+    ax.plot(m, np.sqrt(m - 1) / m, "k--", lw=1.2, label=fixed_law)
+    ax.plot(m, 1 / np.sqrt(m), ":", color="0.45", lw=1.2, label=r"$1/\sqrt{m}$ (independent draws)")
     ax.set(
         xscale="log",
         yscale="log",
         xlabel="batch size $m$",
         ylabel="standard deviation over batches",
     )
-    ax.legend(fontsize="small")
+    ax.legend(loc="lower left")
     return fig

@@ -7,7 +7,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from bnlib.figures.style import PALETTE
+from bnlib.figures.style import PALETTE, PERCENTILE_STYLES
 
 __all__ = [
     "ics",
@@ -40,17 +40,14 @@ def sigmoid_saturation(df: pd.DataFrame) -> Figure:
     ax.set(
         xlabel="input $a$ of the sigmoid", ylabel=r"$\sigma'(a)$ (densities scaled)", xlim=(-6, 10)
     )
-    ax.legend(fontsize="small", loc="upper right")
+    ax.legend(loc="upper right")
     return fig
-
-
-PERCENTILE_STYLES = (("p85", "--"), ("p50", "-"), ("p15", "--"))
 
 
 def _percentile_lines(ax, part: pd.DataFrame, color, label: str | None = None) -> None:
     """The p15, p50 and p85 rows of ``part`` as three lines (p50 solid); ``label`` names
     the p50 line, or each line by its percentile when ``None``."""
-    for metric, style in PERCENTILE_STYLES:
+    for metric, style in PERCENTILE_STYLES.items():
         line = part[part["metric"] == metric]
         name = metric if label is None else (f"{label}: {metric}" if metric == "p50" else None)
         ax.plot(line["step"], line["value"], style, color=color, label=name)
@@ -65,7 +62,8 @@ def _band(ax, part: pd.DataFrame, x: str, y: str, color, label: str, style="-") 
 
 def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
     """(a) test accuracy over training, with and without BN (mean over seeds, band: min to
-    max); (b, c) the 15th, 50th and 85th percentiles of one sigmoid's input, first seed.
+    max), on a log step axis so that the first steps show; (b, c) the 15th, 50th and 85th
+    percentiles of one sigmoid's input, first seed.
 
     Args:
         df: :func:`bnlib.experiments.covariate_shift.ioffe_figure1` output.
@@ -86,9 +84,13 @@ def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
         style=":",
     )
     axes[0].set(
-        xlabel="training step", ylabel="test accuracy", title="(a) test accuracy", ylim=(0.7, 1.0)
+        xscale="log",
+        xlabel="training step (log scale)",
+        ylabel="test accuracy",
+        title="(a) test accuracy",
+        ylim=(0, 1.0),
     )
-    axes[0].legend(fontsize="small", loc="lower right")
+    axes[0].legend(loc="lower right")
     channel = df["channel"].dropna().min() if channel is None else channel
     seed = df["seed"].min()
     for ax, norm, letter in ((axes[1], "no BN", "b"), (axes[2], "BN", "c")):
@@ -99,7 +101,7 @@ def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
             title=f"({letter}) {norm}: input to a sigmoid",
             ylabel="percentiles",
         )
-        ax.legend(fontsize="small")
+        ax.legend()
     lo = min(ax.get_ylim()[0] for ax in axes[1:])
     hi = max(ax.get_ylim()[1] for ax in axes[1:])
     for ax in axes[1:]:
@@ -109,18 +111,19 @@ def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
 
 def ics(df: pd.DataFrame, network: str, layers: list[int] | None = None) -> Figure:
     """ICS (the L2 distance between G and G') and the cosine between them, over training,
-    with and without BN, for a few layers of one network.
+    with and without BN, for a few layers of one network (one legend, below the panels).
 
     Args:
         df: :func:`bnlib.experiments.covariate_shift.ics_over_training` output.
         network: ``"MLP"`` or ``"deep linear"``.
-        layers: layer indices to draw; default: the second, a middle one and the last.
+        layers: layer indices to draw (0 = first, labelled "layer 1"); default: the
+            second, a middle one and the last.
     """
     d = df[(df["network"] == network) & (df["step"] > 0)]
     every = sorted(d["layer"].unique())
     layers = layers or sorted({every[1], every[len(every) // 2], every[-1]})
     d = d[d["layer"].isin(layers)].assign(layer=lambda t: "layer " + (t["layer"] + 1).astype(str))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     for ax, y, label in ((left, "ics", r"ICS $\|G - G'\|_2$"), (right, "cosine", "cosine(G, G')")):
         sns.lineplot(
             d,
@@ -134,10 +137,13 @@ def ics(df: pd.DataFrame, network: str, layers: list[int] | None = None) -> Figu
             dashes=True,
             markersize=5,
         )
-        ax.set(xscale="log", xlabel="training step", ylabel=label)
-        sns.move_legend(ax, "best", fontsize="x-small", title_fontsize="x-small")
+        ax.set(xscale="log", xlabel="training step (log scale)", ylabel=label)
+    handles, labels = left.get_legend_handles_labels()
+    for ax in (left, right):
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
     left.set(yscale="log", title=f"{network}: internal covariate shift")
-    right.set(title=f"{network}: alignment of G and G'")
+    right.set(title=f"{network}: alignment of G and G'", ylim=(-1.05, 1.05))
     return fig
 
 
@@ -155,7 +161,7 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
     for variant, part in acc.groupby("variant", sort=False):
         _band(left, part, "step", "value", colors[variant], variant)
     left.set(xscale="log", xlabel="training step", ylabel="training accuracy", ylim=(0, 1))
-    left.legend(fontsize="small")
+    left.legend()
     channel = df["channel"].dropna().min() if channel is None else channel
     seed = df["seed"].min()
     for variant in ("standard", "BN + noise"):
@@ -167,7 +173,7 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
         ylabel="input to a sigmoid",
         title="15th, 50th, 85th percentiles",
     )
-    right.legend(fontsize="small")
+    right.legend()
     return fig
 
 
@@ -188,7 +194,7 @@ def percentiles_over_training(df: pd.DataFrame) -> Figure:
         ylabel="input to the unit",
         title=f"{norm}: unit {int(channel)}, percentiles",
     )
-    left.legend(fontsize="small")
+    left.legend()
     acc = d[(d["metric"] == "test accuracy") & (d["step"] > 0)]
     right.plot(acc["step"], acc["value"], "o-", color=PALETTE[norm])
     right.set(
