@@ -39,7 +39,16 @@ from functools import cache
 
 from bnlib.provenance import PACKAGE_DIR
 
-__all__ = ["Claim", "ClaimFailed", "claim", "format_number", "short_citation"]
+__all__ = [
+    "Claim",
+    "ClaimFailed",
+    "Claims",
+    "claim",
+    "claims",
+    "format_number",
+    "parse_rendered",
+    "short_citation",
+]
 
 #: The statuses a rendered claim can have.
 HOLDS, DISAGREES = "holds", "disagrees with the paper"
@@ -212,6 +221,27 @@ def claim(
         profile=os.environ.get("BNLIB_PROFILE") or "quick",
         id=anchor,
     )
+
+
+class Claims(list):
+    """Several claims shown together, one line each (what :func:`claims` returns)."""
+
+    def __repr__(self) -> str:
+        return "\n".join(repr(c) for c in self)
+
+    def _repr_html_(self) -> str:
+        return "".join(c._repr_html_() for c in self)
+
+
+def claims(*items: Claim) -> Claims:
+    """Show several claims of one cell together: ``claims(claim(...), claim(...))``.
+
+    Each is checked when made (:func:`claim`), so the first that fails stops the cell.
+    """
+    for item in items:
+        if not isinstance(item, Claim):
+            raise TypeError(f"claims() takes Claim objects (from claim(...)), got {item!r}")
+    return Claims(items)
 
 
 def parse_rendered(html_text: str) -> list[dict]:

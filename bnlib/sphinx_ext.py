@@ -185,9 +185,9 @@ def _merge_claims(app: Any, env: Any, docnames: Any, other: Any) -> None:
     env.bnlib_claims = claims
 
 
-def _claims_pages(app: Any, env: Any, added: Any, changed: Any, removed: Any) -> list[str]:
-    """The appendix is re-read on every build: it lists other pages' claims."""
-    return sorted(getattr(env, "bnlib_claims_pages", set()) - set(removed))
+def _claims_pages(app: Any, env: Any) -> list[str]:
+    """The appendix is written on every build: it lists other pages' claims."""
+    return sorted(getattr(env, "bnlib_claims_pages", set()) & set(env.found_docs))
 
 
 def _book_order(env: Any) -> list[str]:

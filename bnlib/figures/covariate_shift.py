@@ -148,32 +148,47 @@ def ics(df: pd.DataFrame, network: str, layers: list[int] | None = None) -> Figu
 
 
 def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
-    """Left: training accuracy of the four networks. Right: the percentiles of one
-    sigmoid's input over training, standard network against BN + noise.
+    """One panel per learning rate: training accuracy of the four networks (mean over
+    seeds, band from lowest to highest); last panel: the percentiles of one sigmoid's
+    input over training at the first learning rate, standard network against BN + noise.
 
     Args:
         df: :func:`bnlib.experiments.covariate_shift.noisy_bn` output.
-        channel: the unit drawn on the right; default the first one measured.
+        channel: the unit drawn in the last panel; default the first one measured.
     """
     colors = {**PALETTE, "standard": PALETTE["no BN"], "noise without BN": "#666666"}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    lrs = sorted(df["lr"].unique())
+    fig, axes = plt.subplots(1, len(lrs) + 1, figsize=(5.2 * (len(lrs) + 1), 4.6))
     acc = df[(df["metric"] == "train accuracy") & (df["step"] > 0)]
-    for variant, part in acc.groupby("variant", sort=False):
-        _band(left, part, "step", "value", colors[variant], variant)
-    left.set(xscale="log", xlabel="training step", ylabel="training accuracy", ylim=(0, 1))
-    left.legend()
+    for ax, lr in zip(axes, lrs):
+        for variant, part in acc[acc["lr"] == lr].groupby("variant", sort=False):
+            _band(ax, part, "step", "value", colors[variant], variant)
+        ax.set(
+            xscale="log",
+            xlabel="training step (log scale)",
+            ylabel="training accuracy",
+            ylim=(0, 1),
+            title=f"learning rate {lr:g}",
+        )
+    axes[0].legend(loc="upper left")
     channel = df["channel"].dropna().min() if channel is None else channel
-    seed = df["seed"].min()
+    seed, lr = df["seed"].min(), lrs[0]
+    right = axes[-1]
     for variant in ("standard", "BN + noise"):
-        part = df[(df["variant"] == variant) & (df["channel"] == channel) & (df["seed"] == seed)]
+        part = df[
+            (df["variant"] == variant)
+            & (df["channel"] == channel)
+            & (df["seed"] == seed)
+            & (df["lr"] == lr)
+        ]
         _percentile_lines(right, part, colors[variant], label=variant)
     right.set(
         xscale="log",
-        xlabel="training step",
+        xlabel="training step (log scale)",
         ylabel="input to a sigmoid",
-        title="15th, 50th, 85th percentiles",
+        title=f"percentiles, learning rate {lr:g}",
     )
-    right.legend()
+    right.legend(loc="lower left")
     return fig
 
 
