@@ -11,6 +11,7 @@ experiment of this package computed. The modules, one job each:
 - :mod:`bnlib.provenance`  version, source hash and run metadata shown beside results
 - :mod:`bnlib.experiments` one function per figure; each returns a tidy DataFrame
 - :mod:`bnlib.figures`     one function per figure; each takes that DataFrame, never trains
+- :mod:`bnlib.claims`      the chapters' quantitative sentences, computed and checked
 """
 
 from bnlib.provenance import __version__, provenance, setup_notebook, source_hash

@@ -80,3 +80,20 @@ def test_bibliography_and_cross_references_resolve():
         assert author in text
     _, chapter = parse("chapters/bn_algorithm")
     assert "ioffe2015batch" not in re.sub(r"<[^>]+>", "", chapter), "unresolved citation"
+
+
+def test_claims_appendix_lists_every_claim_of_every_chapter():
+    from bnlib.claims import parse_rendered
+
+    in_chapters = []
+    for page in notebook_chapters():
+        _, text = parse(page)
+        found = parse_rendered(text)
+        in_chapters += [(page, c["id"], c["text"]) for c in found]
+    assert len(in_chapters) >= 20, "the chapters state too few claims"
+    _, appendix = parse("chapters/claims")
+    rows = re.findall(r"<tr class='bnlib-claim-[a-z]+'>(.*?)</tr>", appendix, flags=re.S)
+    assert len(rows) == len(in_chapters)
+    for page, anchor, _ in in_chapters:
+        assert f"{Path(page).name}.html#{anchor}" in appendix, f"{page}#{anchor} not linked"
+    assert re.search(r"\d+ claims in \d+ chapters: \d+ hold, \d+ disagree", appendix)

@@ -36,16 +36,27 @@ def test_transform_stages_normalize_each_unit(layer):
 def test_gradient_check_passes():
     df = experiments.gradient_check(shapes=((2, 3), (4, 3, 1, 1)))
     assert df["passed"].all()
+    # gradcheck passes or fails: no error of 0.0 that would read as a measurement
+    assert df.loc[df["quantity"] == "gradcheck", "max_abs_error"].isna().all()
     assert {"gradcheck", "grad x", "running var"} <= set(df["quantity"])
     assert figures.gradient_check_summary(df)["all_passed"].all()
 
 
 def test_running_statistics_converge_with_exponential_average():
+    """After 60 steps with momentum 0.1 the running means are close to the current
+    network's population means (far closer than after the first update), and eval mode
+    with them gives about the population statistics' accuracy."""
     df = experiments.running_statistics(
         steps=60, momenta=(0.1,), points=4, population_examples=1200
     )
-    err = df[df["metric"] == "mean error"].set_index("step")["value"]
-    assert err.iloc[-1] < err.iloc[0]
+    table = df.pivot_table(index="step", columns="metric", values="value")
+    err = table["mean error"]
+    assert err[1] > 1.0  # one update from (0, 1): still far from the population's
+    assert err[60] < 0.25 and err[60] < err[1] / 4
+    end = table.loc[60]
+    assert end["accuracy: running statistics"] == pytest.approx(
+        end["accuracy: population statistics"], abs=0.05
+    )
     figures.running_statistics(df)
 
 
@@ -74,11 +85,22 @@ def test_bias_drifts_only_when_the_gradient_ignores_the_mean():
     figures.bias_blowup(df)
 
 
-def test_batch_mean_noise_follows_inverse_square_root():
-    df = experiments.batch_statistics_noise(batch_sizes=(4, 64), draws=100, units=20)
+def test_batch_mean_noise_follows_the_law_of_a_fixed_example_in_every_batch():
+    """One fixed example in every batch leaves m - 1 random values: the batch mean's
+    spread is sqrt(m - 1) / m (0.5 at m = 2), not 1 / sqrt(m) (0.71)."""
+    df = experiments.batch_statistics_noise(batch_sizes=(2, 4, 64), draws=400, units=20)
     spread = df.groupby(["batch_size", "unit"])["mean_error"].std().groupby("batch_size").median()
-    assert spread[4] / spread[64] == pytest.approx(4.0, rel=0.25)
+    for m in (2, 4, 64):
+        assert spread[m] == pytest.approx((m - 1) ** 0.5 / m, rel=0.08)
+    assert spread[2] < 0.9 / 2**0.5
     figures.batch_statistics_noise(df)
+
+
+def test_identity_is_exact_with_population_statistics_only():
+    df = experiments.identity_recovery(batch_size=60, batches=5)
+    worst = df.groupby("mode")["max_error"].max()
+    assert worst["eval: population statistics"] < 1e-12
+    assert df[df["mode"] == "train: batch statistics"]["max_error"].min() > 0.1
 
 
 def test_running_statistics_rejects_a_momentum_outside_0_1():

@@ -23,8 +23,8 @@ __all__ = [
 
 _STAGE_TITLES = {
     "x": r"input $x$",
-    "x_hat": r"normalized $\hat x = (x-\mu_\mathcal{B})/\sqrt{\sigma^2_\mathcal{B}+\epsilon}$",
-    "y": r"scaled and shifted $y = \gamma\hat x + \beta$",
+    "x_hat": r"normalized $\hat x$",
+    "y": r"$y = \gamma\hat x + \beta$",
 }
 
 
@@ -34,7 +34,7 @@ def transform_stages(df: pd.DataFrame) -> Figure:
     Args:
         df: :func:`bnlib.experiments.algorithm.transform_stages` output.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), sharey=False)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.8), sharey=False)
     what = "channel" if (df["layer"] == "conv").all() else "unit"
     for ax, (stage, title) in zip(axes, _STAGE_TITLES.items()):
         part = df[df["stage"] == stage].assign(**{what: lambda d: d["unit"].astype(str)})

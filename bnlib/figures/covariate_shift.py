@@ -69,7 +69,10 @@ def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
         df: :func:`bnlib.experiments.covariate_shift.ioffe_figure1` output.
         channel: the unit for (b, c); default the first one measured.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    fig = plt.figure(figsize=(10, 7.6))
+    grid = fig.add_gridspec(2, 2)
+    axes = [fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0])]
+    axes.append(fig.add_subplot(grid[1, 1], sharey=axes[1]))
     acc = df[(df["metric"] == "test accuracy") & (df["step"] > 0)]
     batch = df[(df["metric"] == "test accuracy (batch statistics)") & (df["step"] > 0)]
     for norm in ("no BN", "BN"):
@@ -84,13 +87,10 @@ def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
         style=":",
     )
     axes[0].set(
-        xscale="log",
-        xlabel="training step (log scale)",
-        ylabel="test accuracy",
-        title="(a) test accuracy",
-        ylim=(0, 1.0),
+        xscale="log", xlabel="training step (log scale)", ylabel="test accuracy", ylim=(0, 1.0)
     )
-    axes[0].legend(loc="lower right")
+    axes[0].set_title("(a) test accuracy", loc="left")
+    axes[0].legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=3, frameon=False)
     channel = df["channel"].dropna().min() if channel is None else channel
     seed = df["seed"].min()
     for ax, norm, letter in ((axes[1], "no BN", "b"), (axes[2], "BN", "c")):
@@ -101,12 +101,23 @@ def ioffe_figure1(df: pd.DataFrame, channel: int | None = None) -> Figure:
             title=f"({letter}) {norm}: input to a sigmoid",
             ylabel="percentiles",
         )
-        ax.legend()
-    lo = min(ax.get_ylim()[0] for ax in axes[1:])
-    hi = max(ax.get_ylim()[1] for ax in axes[1:])
-    for ax in axes[1:]:
-        ax.set_ylim(lo, hi)
+    _percentile_legend(fig)
     return fig
+
+
+def _percentile_legend(fig: Figure) -> None:
+    """One legend for the percentile line styles, below the panels."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="0.2", ls=style) for style in PERCENTILE_STYLES.values()]
+    fig.legend(
+        handles,
+        list(PERCENTILE_STYLES),
+        loc="outside lower center",
+        ncol=len(handles),
+        frameon=False,
+        title="percentile of the unit's input",
+    )
 
 
 def ics(df: pd.DataFrame, network: str, layers: list[int] | None = None) -> Figure:
@@ -158,7 +169,10 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
     """
     colors = {**PALETTE, "standard": PALETTE["no BN"], "noise without BN": "#666666"}
     lrs = sorted(df["lr"].unique())
-    fig, axes = plt.subplots(1, len(lrs) + 1, figsize=(5.2 * (len(lrs) + 1), 4.6))
+    fig = plt.figure(figsize=(10, 8))
+    grid = fig.add_gridspec(2, len(lrs))
+    axes = [fig.add_subplot(grid[0, i]) for i in range(len(lrs))]
+    axes.append(fig.add_subplot(grid[1, :]))
     acc = df[(df["metric"] == "train accuracy") & (df["step"] > 0)]
     for ax, lr in zip(axes, lrs):
         for variant, part in acc[acc["lr"] == lr].groupby("variant", sort=False):
@@ -170,7 +184,8 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
             ylim=(0, 1),
             title=f"learning rate {lr:g}",
         )
-    axes[0].legend(loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=len(labels), frameon=False)
     channel = df["channel"].dropna().min() if channel is None else channel
     seed, lr = df["seed"].min(), lrs[0]
     right = axes[-1]
@@ -182,13 +197,16 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
             & (df["lr"] == lr)
         ]
         _percentile_lines(right, part, colors[variant], label=variant)
-    right.set(
-        xscale="log",
-        xlabel="training step (log scale)",
-        ylabel="input to a sigmoid",
-        title=f"percentiles, learning rate {lr:g}",
+    right.set(xscale="log", xlabel="training step (log scale)", ylabel="input to a sigmoid")
+    handles, _ = right.get_legend_handles_labels()
+    fig.legend(
+        handles,
+        ["standard", "BN + noise"],
+        loc="outside lower center",
+        ncol=2,
+        frameon=False,
+        title=f"input percentiles at learning rate {lr:g}: p85 dashed, p50 solid, p15 dotted",
     )
-    right.legend(loc="lower left")
     return fig
 
 

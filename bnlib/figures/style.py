@@ -15,14 +15,15 @@ PERCENTILE_STYLES = {"p85": "--", "p50": "-", "p15": ":"}
 def set_style() -> None:
     """Seaborn's whitegrid theme, sized for the book's page.
 
-    The page's text column is about 750-800 pixels wide, and the book's figures are 6.5 to
-    11 inches wide, so the browser shows them at about 70-120 pixels per inch. Fonts of
-    13-15 points then appear about as large as the page's small print (about 13 pixels),
-    and 160 dpi keeps lines and text sharp when the browser scales the image down.
+    The page's text column is about 690 pixels wide on a 1280-pixel screen, and the book's
+    figures are 6.5 to 10 inches wide, so the browser shows them at about 70-105 pixels
+    per inch. Tick labels of 16 points then appear about 15 pixels high, the size of the
+    page's small print (figure captions), and 160 dpi keeps lines and text sharp when the
+    browser scales the image down. Wider content is laid out in rows, not more columns.
     """
     import seaborn as sns
 
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=1.3)
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=1.45)
     mpl.rcParams.update(
         {
             "figure.figsize": (7.0, 3.6),

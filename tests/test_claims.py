@@ -1,0 +1,73 @@
+"""bnlib.claims: checked claims, their rendering, and the appendix table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bnlib.claims import Claim, ClaimFailed, claim, claims, format_number, parse_rendered
+from bnlib.sphinx_ext import claims_table_html
+
+
+def test_a_claim_that_holds_renders_its_numbers_and_the_papers():
+    c = claim(
+        "BN's cosine is lower",
+        np.float64(0.3) < 0.9,  # a NumPy boolean, as computed from a DataFrame
+        book={"BN": 0.3, "no BN": 0.91234},
+        paper="almost uncorrelated",
+        cite="santurkar2018how",
+    )
+    assert c.status == "holds" and c.holds is True
+    assert c.book == "BN 0.3, no BN 0.9123"
+    text = repr(c)
+    assert "BN's cosine is lower" in text and "Santurkar et al. 2018" in text
+    page = c._repr_html_()
+    assert 'class="bnlib-claim bnlib-claim-holds"' in page and "almost uncorrelated" in page
+    assert parse_rendered(page) == [c.record()]
+
+
+def test_a_claim_that_does_not_hold_fails_and_says_what_to_do():
+    with pytest.raises(ClaimFailed, match="do not support this claim.*book: 0.5.*Change the text"):
+        claim("accuracy above 0.9", 0.5 > 0.9, book=0.5)
+
+
+def test_a_declared_disagreement_renders_as_such_and_fails_once_the_data_agree():
+    c = claim("noise prevents training", False, book=0.87, paper="entirely", disagrees=True)
+    assert c.status == "disagrees with the paper"
+    assert "bnlib-claim-disagrees" in c._repr_html_()
+    with pytest.raises(ClaimFailed, match="now agree"):
+        claim("noise prevents training", True, book=0.1, disagrees=True)
+
+
+def test_claims_of_one_cell_render_together_and_bad_input_is_refused():
+    both = claims(claim("a", True, book=1), claim("b", True, book=2))
+    assert [r["text"] for r in parse_rendered(both._repr_html_())] == ["a", "b"]
+    with pytest.raises(TypeError, match="Claim objects"):
+        claims("a sentence")
+    with pytest.raises(TypeError, match="non-empty sentence"):
+        claim("  ", True, book=1)
+
+
+def test_html_special_characters_survive_the_round_trip():
+    c = claim('cos < 0 & "quoted"', True, book={"a<b": 1e-15})
+    (record,) = parse_rendered(c._repr_html_())
+    assert record["text"] == 'cos < 0 & "quoted"' and record["book"] == "a<b 1e-15"
+
+
+def test_numbers_are_printed_with_four_significant_digits():
+    assert format_number(0.945123) == "0.9451"
+    assert format_number(12345678.0) == "1.23e+07"
+    assert format_number(3) == "3" and format_number(20000) == "20,000"
+    assert format_number(float("nan")) == "nan" and format_number(True) == "True"
+
+
+def test_the_appendix_table_links_each_claim_and_shows_both_profiles():
+    quick = Claim("a claim", True, "0.5", paper="0.6", cite="ioffe2015batch", id="claim-x")
+    full = Claim("another", True, "0.7", profile="full", status="holds", id="claim-y")
+    where = {"docname": "chapters/a", "chapter": "A", "section": "S", "section_id": "s"}
+    rows = [{**quick.record(), **where}, {**full.record(), **where}]
+    table = claims_table_html(rows, lambda doc, anchor: f"{doc}.html#{anchor}")
+    assert table.count("<tr class=") == 2
+    assert 'href="chapters/a.html#claim-x"' in table and 'href="chapters/a.html#s"' in table
+    assert "0.6 (Ioffe &amp; Szegedy 2015)" in table
+    assert "not yet computed" in table  # the quick claim has no full-profile number
