@@ -71,45 +71,49 @@ def gradient_check_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def running_statistics(df: pd.DataFrame) -> Figure:
-    """Left: distance of the running statistics from the population's, over training.
-    Right: test accuracy in eval mode (running statistics) and with batch statistics.
+    """Left: distance of the running statistics from the population's, over training
+    (solid: mean, dashed: variance). Right: test accuracy in eval mode with the running
+    statistics (solid) and in train mode with each test batch's statistics (dashed). One
+    colour per momentum; the legend is below the panels.
 
     Args:
         df: :func:`bnlib.experiments.algorithm.running_statistics` output.
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    from matplotlib.lines import Line2D
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.6))
     d = df[df["step"] > 0]
-    errors = d[d["metric"].isin(["mean error", "var error"])]
-    sns.lineplot(
-        errors,
-        x="step",
-        y="value",
-        hue="momentum",
-        style="metric",
-        ax=left,
-        marker="o",
-        markersize=4,
+    momenta = list(dict.fromkeys(d["momentum"]))
+    colors = dict(zip(momenta, sns.color_palette("colorblind", len(momenta))))
+    panels = (
+        (left, {"mean error": "-", "var error": "--"}),
+        (right, {"accuracy: running statistics": "-", "accuracy: batch statistics": "--"}),
     )
-    sns.move_legend(left, "lower left", ncol=2)
+    for ax, styles in panels:
+        for momentum in momenta:
+            for metric, style in styles.items():
+                part = d[(d["momentum"] == momentum) & (d["metric"] == metric)]
+                ax.plot(
+                    part["step"], part["value"], style, marker="o", ms=3.5, color=colors[momentum]
+                )
     left.set(
         xscale="log",
         yscale="log",
-        xlabel="training step",
-        ylabel="relative distance to population",
-        title="running averages vs population statistics",
+        xlabel="training step (log scale)",
+        ylabel="relative distance (log scale)",
+        title="running averages vs population",
     )
-    acc = d[d["metric"].isin(["accuracy: running statistics", "accuracy: batch statistics"])]
-    acc = acc.assign(metric=acc["metric"].str.replace("accuracy: ", "", regex=False))
-    sns.lineplot(
-        acc, x="step", y="value", hue="momentum", style="metric", ax=right, marker="o", markersize=4
-    )
-    sns.move_legend(right, "lower right", ncol=2)
     right.set(
         xscale="log",
-        xlabel="training step",
+        xlabel="training step (log scale)",
         ylabel="test accuracy",
-        title="eval mode (running) vs train mode (batch)",
+        title="eval mode vs batch statistics",
     )
+    handles = [Line2D([], [], color=colors[m], lw=2) for m in momenta]
+    labels = [f"momentum {m}" for m in momenta]
+    handles += [Line2D([], [], color="0.2", ls="-"), Line2D([], [], color="0.2", ls="--")]
+    labels += ["mean error / running statistics", "var error / batch statistics"]
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
     return fig
 
 
