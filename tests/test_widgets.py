@@ -147,13 +147,8 @@ def _recorder(calls: list):
     return experiment
 
 
-def test_running_statistics_explorer_passes_the_controls_to_its_experiment(monkeypatch):
-    import bnlib.experiments.algorithm
-
-    calls = []
-    monkeypatch.setattr(bnlib.experiments.algorithm, "running_statistics", _recorder(calls))
-    explorer = running_statistics_explorer()  # imports the experiment: patch it first
-    settings = {"momentum": None, "batch_size": 16, "lr": 0.1, "activation": "relu", "steps": 150}
+def _run_with(explorer, settings: dict, calls: list) -> dict:
+    """Set the controls, press Run once, and return the arguments the experiment got."""
     for name, value in settings.items():
         explorer.controls[name].value = value
         assert explorer.controls[name].value == value
@@ -161,7 +156,17 @@ def test_running_statistics_explorer_passes_the_controls_to_its_experiment(monke
     explorer.run()
     assert explorer.status.value == "<b>Failed:</b> Recorded: recorded"
     assert len(calls) == 1
-    got = calls[0]
+    return calls[0]
+
+
+def test_running_statistics_explorer_passes_the_controls_to_its_experiment(monkeypatch):
+    import bnlib.experiments.algorithm
+
+    calls = []
+    monkeypatch.setattr(bnlib.experiments.algorithm, "running_statistics", _recorder(calls))
+    explorer = running_statistics_explorer()  # imports the experiment: patch it first
+    settings = {"momentum": None, "batch_size": 16, "lr": 0.1, "activation": "relu", "steps": 150}
+    got = _run_with(explorer, settings, calls)
     assert got["momenta"] == (None,)
     assert {k: got[k] for k in ("batch_size", "lr", "activation", "steps")} == {
         "batch_size": 16,
@@ -185,14 +190,7 @@ def test_covariate_shift_explorer_passes_the_controls_to_its_experiment(monkeypa
         "lr": 0.1,
         "steps": 200,
     }
-    for name, value in settings.items():
-        explorer.controls[name].value = value
-        assert explorer.controls[name].value == value
-    explorer.build()
-    explorer.run()
-    assert explorer.status.value == "<b>Failed:</b> Recorded: recorded"
-    assert len(calls) == 1
-    got = calls[0]
+    got = _run_with(explorer, settings, calls)
     assert {k: got[k] for k in ("activation", "norms", "layer", "units", "lr", "steps")} == {
         "activation": "tanh",
         "norms": ("none",),
