@@ -12,6 +12,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from bnlib.figures.style import legend_below
+
 __all__ = [
     "batch_statistics_noise",
     "bias_blowup",
@@ -113,7 +115,7 @@ def running_statistics(df: pd.DataFrame) -> Figure:
     labels = [f"momentum {m}" for m in momenta]
     handles += [Line2D([], [], color="0.2", ls="-"), Line2D([], [], color="0.2", ls="--")]
     labels += ["mean error / running statistics", "var error / batch statistics"]
-    fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
+    legend_below(fig, handles, labels, ncol=3)
     return fig
 
 
@@ -195,7 +197,7 @@ def batch_statistics_noise(df: pd.DataFrame) -> Figure:
         .reset_index()
         .melt(id_vars=["batch_size", "unit"], var_name="quantity", value_name="spread")
     )
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(9, 5.2))
     for quantity, part in per_unit.groupby("quantity", sort=False):
         q = part.groupby("batch_size")["spread"].quantile([0.1, 0.5, 0.9]).unstack()
         (line,) = ax.plot(q.index, q[0.5], marker="o", label=quantity)
@@ -208,7 +210,8 @@ def batch_statistics_noise(df: pd.DataFrame) -> Figure:
         xscale="log",
         yscale="log",
         xlabel="batch size $m$",
-        ylabel="standard deviation over batches",
+        ylabel="std over batches",
     )
-    ax.legend(loc="lower left")
+    # Two columns: the measured quantities, then the two laws.
+    legend_below(fig, *ax.get_legend_handles_labels(), ncol=2)
     return fig

@@ -7,7 +7,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from bnlib.figures.style import PALETTE, PERCENTILE_STYLES
+from bnlib.figures.style import PALETTE, PERCENTILE_STYLES, legend_below
 
 __all__ = [
     "ics",
@@ -24,7 +24,7 @@ def sigmoid_saturation(df: pd.DataFrame) -> Figure:
     Args:
         df: :func:`bnlib.experiments.covariate_shift.sigmoid_saturation` output.
     """
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig, ax = plt.subplots(figsize=(9, 4.6))
     first = df[df["shift"] == df["shift"].iloc[0]]
     ax.plot(first["x"], first["sigmoid_grad"], "k", lw=2, label=r"$\sigma'(a)$")
     for shift, part in df.groupby("shift"):
@@ -40,7 +40,7 @@ def sigmoid_saturation(df: pd.DataFrame) -> Figure:
     ax.set(
         xlabel="input $a$ of the sigmoid", ylabel=r"$\sigma'(a)$ (densities scaled)", xlim=(-6, 10)
     )
-    ax.legend(loc="upper right")
+    legend_below(fig, *ax.get_legend_handles_labels(), ncol=2)
     return fig
 
 
@@ -110,14 +110,7 @@ def _percentile_legend(fig: Figure) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color="0.2", ls=style) for style in PERCENTILE_STYLES.values()]
-    fig.legend(
-        handles,
-        list(PERCENTILE_STYLES),
-        loc="outside lower center",
-        ncol=len(handles),
-        frameon=False,
-        title="percentile of the unit's input",
-    )
+    legend_below(fig, handles, list(PERCENTILE_STYLES), title="percentile of the unit's input")
 
 
 def ics(df: pd.DataFrame, network: str, layers: list[int] | None = None) -> Figure:
@@ -152,7 +145,7 @@ def ics(df: pd.DataFrame, network: str, layers: list[int] | None = None) -> Figu
     handles, labels = left.get_legend_handles_labels()
     for ax in (left, right):
         ax.get_legend().remove()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
+    legend_below(fig, handles, labels)
     left.set(yscale="log", title=f"{network}: internal covariate shift")
     right.set(title=f"{network}: alignment of G and G'", ylim=(-1.05, 1.05))
     return fig
@@ -192,6 +185,7 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
     for variant in ("standard", "BN + noise"):
         part = df[
             (df["variant"] == variant)
+            & (df["step"] > 0)  # the log step axis cannot show step 0
             & (df["channel"] == channel)
             & (df["seed"] == seed)
             & (df["lr"] == lr)
@@ -199,12 +193,10 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
         _percentile_lines(right, part, colors[variant], label=variant)
     right.set(xscale="log", xlabel="training step (log scale)", ylabel="input to a sigmoid")
     handles, _ = right.get_legend_handles_labels()
-    fig.legend(
+    legend_below(
+        fig,
         handles,
         ["standard", "BN + noise"],
-        loc="outside lower center",
-        ncol=2,
-        frameon=False,
         title=f"input percentiles at learning rate {lr:g}: p85 dashed, p50 solid, p15 dotted",
     )
     return fig
@@ -220,14 +212,14 @@ def percentiles_over_training(df: pd.DataFrame) -> Figure:
     norm, seed = df["norm"].iloc[0], df["seed"].min()
     d = df[(df["norm"] == norm) & (df["seed"] == seed)]
     channel = d["channel"].dropna().min()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     _percentile_lines(left, d[d["channel"] == channel], PALETTE[norm])
     left.set(
         xlabel="training step",
         ylabel="input to the unit",
         title=f"{norm}: unit {int(channel)}, percentiles",
     )
-    left.legend()
+    _percentile_legend(fig)
     acc = d[(d["metric"] == "test accuracy") & (d["step"] > 0)]
     right.plot(acc["step"], acc["value"], "o-", color=PALETTE[norm])
     right.set(

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import matplotlib as mpl
+
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
+    from matplotlib.figure import Figure
+    from matplotlib.legend import Legend
 
 #: Colors for "without BN" and "with BN" in every figure of the book.
 PALETTE = {"no BN": "#d95f02", "BN": "#1b9e77", "BN + noise": "#7570b3"}
@@ -36,4 +44,27 @@ def set_style() -> None:
             "figure.autolayout": False,
             "figure.constrained_layout.use": True,
         }
+    )
+
+
+def legend_below(
+    fig: Figure,
+    handles: Sequence[Artist],
+    labels: Sequence[str],
+    ncol: int | None = None,
+    **kwargs,
+) -> Legend:
+    """One legend for the whole figure, below its panels and off the data.
+
+    The figure must use constrained layout (:func:`set_style` turns it on), which makes
+    room for the legend under the panels. ``ncol`` defaults to one column per entry;
+    further keyword arguments (``title``, ...) go to :meth:`Figure.legend`.
+    """
+    return fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=len(labels) if ncol is None else ncol,
+        frameon=False,
+        **kwargs,
     )

@@ -1,0 +1,62 @@
+"""Layout of the matplotlib figures: legends off the data and inside the figure, no step 0
+on a log step axis. Drawn from real experiment output at a tiny scale."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+
+from bnlib.experiments import algorithm as alg_experiments
+from bnlib.experiments import covariate_shift as cs_experiments
+from bnlib.figures import algorithm as alg_figures
+from bnlib.figures import covariate_shift as cs_figures
+from bnlib.figures.style import set_style
+
+
+@pytest.fixture(autouse=True)
+def _style_and_close():
+    set_style()
+    yield
+    plt.close("all")
+
+
+def _assert_legends_below_the_data(fig):
+    """No legend inside an axes; every figure legend clear of the panels and whole."""
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert fig.legends
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    page = fig.bbox
+    for legend in fig.legends:
+        box = legend.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0, "legend clipped"
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), "legend over a panel"
+
+
+def test_sigmoid_saturation_legend_is_below_the_panel():
+    _assert_legends_below_the_data(
+        cs_figures.sigmoid_saturation(cs_experiments.sigmoid_saturation())
+    )
+
+
+def test_batch_statistics_noise_legend_is_below_the_panel():
+    df = alg_experiments.batch_statistics_noise(batch_sizes=(2, 16), draws=10, units=5)
+    _assert_legends_below_the_data(alg_figures.batch_statistics_noise(df))
+
+
+def test_percentiles_over_training_legend_is_below_the_panels():
+    df = cs_experiments.ioffe_figure1(
+        steps=10, seeds=(0,), points=3, units=(0,), probe_examples=100, norms=("bnlib",)
+    )
+    _assert_legends_below_the_data(cs_figures.percentiles_over_training(df))
+
+
+def test_noisy_bn_draws_no_step_0_on_a_log_axis():
+    df = cs_experiments.noisy_bn(steps=10, seeds=(0,), lrs=(0.1,), points=3, units=(0,))
+    assert (df["step"] == 0).any()  # the data has it; the figure must leave it out
+    fig = cs_figures.noisy_bn(df)
+    for ax in fig.axes:
+        if ax.get_xscale() == "log":
+            for line in ax.get_lines():
+                assert (line.get_xdata() > 0).all()
