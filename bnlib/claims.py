@@ -21,12 +21,22 @@ a disagreement, and the text must discuss it. A declared disagreement that the d
 longer show (``holds`` is True) fails the build as well, since the text discussing it would
 then be wrong.
 
+Claims made from a committed full-profile result as well (:func:`bnlib.book.check` calls
+the same checking function on both results) carry the full number too: :func:`with_full`
+joins the two. A claim that only one profile's data can support says so with
+``only="quick"`` or ``only="full"``; it is checked, and shown, for that profile only.
+At the ``smoke`` profile (a few steps, for tests that only execute the chapters) claims are
+computed but not enforced.
+
 Each rendered claim carries its record (JSON) in the HTML; :mod:`bnlib.sphinx_ext` collects
 them from every chapter into the appendix "Claims and reproductions".
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import hashlib
 import html
 import json
@@ -34,6 +44,7 @@ import math
 import numbers
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 
@@ -52,6 +63,17 @@ __all__ = [
 
 #: The statuses a rendered claim can have.
 HOLDS, DISAGREES = "holds", "disagrees with the paper"
+#: Statuses of claims that are not enforced (smoke profile, or checked against the other
+#: profile's data by :func:`with_full`).
+DOES_NOT_HOLD, AGREES_NOW = "does not hold", "agrees with the paper after all"
+NOT_CHECKED = "not checked for this profile"
+
+_PROFILE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "claims_profile", default=None
+)
+_ENFORCE: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "claims_enforce", default=None
+)
 
 
 class ClaimFailed(AssertionError):
@@ -128,6 +150,10 @@ class Claim:
         status: ``"holds"`` or ``"disagrees with the paper"``.
         profile: the experiments' profile the book was computed with (``BNLIB_PROFILE``).
         id: a stable anchor for the claim's line in the page.
+        full: the book's number(s) from the committed full-profile result, formatted
+            (``""`` if there is none).
+        full_status: the claim's status on the full-profile data (``""`` if none).
+        only: ``""``, or the one profile whose data the claim is about.
     """
 
     text: str
@@ -138,20 +164,26 @@ class Claim:
     status: str = HOLDS
     profile: str = "quick"
     id: str = field(default="")
+    full: str = ""
+    full_status: str = ""
+    only: str = ""
 
     def record(self) -> dict:
         """The claim as a JSON-serializable dict (what the appendix reads)."""
         return asdict(self)
 
     def __repr__(self) -> str:
-        mark = "✓" if self.status == HOLDS else "✗ disagrees:"
+        mark = {HOLDS: "✓", DISAGREES: "✗ disagrees:"}.get(self.status, "? not checked:")
         paper = f"; paper: {self.paper}" if self.paper else ""
         cite = f" ({short_citation(self.cite)})" if self.cite else ""
-        return f"{mark} {self.text} [book: {self.book}{paper}{cite}]"
+        full = f"; full profile: {self.full} ({self.full_status})" if self.full_status else ""
+        return f"{mark} {self.text} [book: {self.book}{full}{paper}{cite}]"
 
     def _repr_html_(self) -> str:
-        css = "bnlib-claim-holds" if self.status == HOLDS else "bnlib-claim-disagrees"
-        badge = "holds" if self.status == HOLDS else "disagrees with the paper"
+        css, badge = {
+            HOLDS: ("bnlib-claim-holds", "holds"),
+            DISAGREES: ("bnlib-claim-disagrees", "disagrees with the paper"),
+        }.get(self.status, ("bnlib-claim-unchecked", self.status))
         paper = ""
         if self.paper or self.cite:
             cite = f" ({html.escape(short_citation(self.cite))})" if self.cite else ""
@@ -163,7 +195,15 @@ class Claim:
             f'<span class="bnlib-claim-badge">{badge}</span> '
             f'<span class="bnlib-claim-text">{html.escape(self.text)}</span> '
             f'<span class="bnlib-claim-book">book ({html.escape(self.profile)} profile): '
-            f"{html.escape(self.book)}</span>{paper}</div>"
+            f"{html.escape(self.book)}</span>{self._full_html()}{paper}</div>"
+        )
+
+    def _full_html(self) -> str:
+        if not self.full_status:
+            return ""
+        return (
+            f' <span class="bnlib-claim-full">full profile: {html.escape(self.full)}'
+            f" ({html.escape(self.full_status)})</span>"
         )
 
 
@@ -175,6 +215,7 @@ def claim(
     paper: str | None = None,
     cite: str | None = None,
     disagrees: bool = False,
+    only: str | None = None,
 ) -> Claim:
     """State a claim that rests on the book's data, check it and render it.
 
@@ -187,6 +228,9 @@ def claim(
         paper: the paper's number or statement where it gives one.
         cite: the paper's key in ``references.bib``, e.g. ``"santurkar2018how"``.
         disagrees: declare that the book's data contradict this claim of the paper.
+        only: ``"quick"`` or ``"full"``: the claim is about that profile's data only (for
+            example the length of the quick run); on other data it is shown as not
+            checked.
 
     Returns:
         The :class:`Claim`, which Jupyter renders as one line.
@@ -198,8 +242,39 @@ def claim(
     """
     if not isinstance(text, str) or not text.strip():
         raise TypeError("claim(text, ...): text must be a non-empty sentence")
+    if only not in (None, "quick", "full"):
+        raise ValueError(f"only must be 'quick', 'full' or None, got {only!r}")
+    profile = _current_profile()
+    anchor = "claim-" + hashlib.sha256(text.encode()).hexdigest()[:10]
+    if only and only != profile:
+        return Claim(
+            text=text.strip(),
+            holds=False,
+            book="",
+            paper=paper or "",
+            cite=cite or "",
+            status=NOT_CHECKED,
+            profile=profile,
+            id=anchor,
+            only=only,
+        )
     holds = bool(holds)
     book_text = _format_book(book)
+    status = DISAGREES if disagrees else HOLDS
+    if _ENFORCE.get() is False or profile == "smoke":
+        if holds == disagrees:
+            status = DOES_NOT_HOLD if not disagrees else AGREES_NOW
+        return Claim(
+            text=text.strip(),
+            holds=holds,
+            book=book_text,
+            paper=paper or "",
+            cite=cite or "",
+            status=status,
+            profile=profile,
+            id=anchor,
+            only=only or "",
+        )
     if not disagrees and not holds:
         raise ClaimFailed(
             f"the book's data do not support this claim: {text!r} (book: {book_text}). "
@@ -210,17 +285,76 @@ def claim(
             f"declared as a disagreement with the paper, but the book's data now agree: "
             f"{text!r} (book: {book_text}). Rewrite the text that discusses the disagreement."
         )
-    anchor = "claim-" + hashlib.sha256(text.encode()).hexdigest()[:10]
     return Claim(
         text=text.strip(),
         holds=holds,
         book=book_text,
         paper=paper or "",
         cite=cite or "",
-        status=DISAGREES if disagrees else HOLDS,
-        profile=os.environ.get("BNLIB_PROFILE") or "quick",
+        status=status,
+        profile=profile,
         id=anchor,
+        only=only or "",
     )
+
+
+def _current_profile() -> str:
+    return _PROFILE.get() or os.environ.get("BNLIB_PROFILE") or "quick"
+
+
+@contextlib.contextmanager
+def checking(profile: str, enforce: bool = True) -> Iterator[None]:
+    """Within the block, claims are about ``profile``'s data, and raise only if ``enforce``.
+
+    :func:`bnlib.book.check` uses it to run a chapter's checks on a committed full-profile
+    result next to the quick one.
+    """
+    tokens = _PROFILE.set(profile), _ENFORCE.set(enforce)
+    try:
+        yield
+    finally:
+        _PROFILE.reset(tokens[0])
+        _ENFORCE.reset(tokens[1])
+
+
+def with_full(main: Sequence[Claim], full: Sequence[Claim], source: str = "") -> Claims:
+    """The claims ``main`` with the numbers and status of the same claims made from the
+    full-profile data (``full``, from the same checking function, so in the same order).
+
+    Raises:
+        ClaimFailed: a claim that does not hold on the full-profile data (or a declared
+            disagreement the full data do not show): the text must say what they show,
+            or the claim must be marked ``only="quick"``.
+    """
+    if [c.text for c in main] != [c.text for c in full]:
+        raise ValueError("with_full: the two lists must hold the same claims in the same order")
+    joined = []
+    for quick_claim, full_claim in zip(main, full, strict=True):
+        if full_claim.status in (DOES_NOT_HOLD, AGREES_NOW):
+            raise ClaimFailed(
+                f"at the full profile{(' (' + source + ')') if source else ''}: "
+                f"{full_claim.status}: {full_claim.text!r} (book: {full_claim.book}). "
+                "Change the text to say what the full profile shows, or mark the claim "
+                'only="quick".'
+            )
+        if full_claim.status == NOT_CHECKED:  # a claim about the quick profile only
+            joined.append(quick_claim)
+            continue
+        if quick_claim.status == NOT_CHECKED:  # a claim about the full profile only
+            joined.append(
+                dataclasses.replace(
+                    full_claim,
+                    profile=quick_claim.profile,
+                    book="",
+                    full=full_claim.book,
+                    full_status=full_claim.status,
+                )
+            )
+            continue
+        joined.append(
+            dataclasses.replace(quick_claim, full=full_claim.book, full_status=full_claim.status)
+        )
+    return Claims(joined)
 
 
 class Claims(list):

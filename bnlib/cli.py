@@ -1,9 +1,14 @@
-"""The command line: ``python -m bnlib {list, run, bench}``.
+"""The command line: ``python -m bnlib {list, status, run, bench}``.
 
 - ``python -m bnlib list``: the experiments, their chapter and what they compute.
-- ``python -m bnlib run EXPERIMENT [--profile quick|full] [--device cuda] [--force]``:
+- ``python -m bnlib status``: one row per experiment: its chapter, whether its quick result
+  is cached, whether a full result is committed and computed by the current code, and the
+  estimated time of a full run on this device.
+- ``python -m bnlib run EXPERIMENT [--profile smoke|quick|full] [--device cuda] [--force]``:
   run an experiment (with a progress bar) and store its result where the book reads it
   (:mod:`bnlib.results`); prints the result's path, wall time and a summary.
+  ``run --all --profile full`` runs every experiment whose full result is missing or
+  stale, saying first how long it expects that to take.
 - ``python -m bnlib bench [--quick] [--output BENCHMARKS.md]``: the engine's benchmark
   (:mod:`bnlib.bench`).
 
@@ -22,12 +27,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bnlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the experiments")
+    status = sub.add_parser("status", help="what is cached or committed, and full-run estimates")
+    status.add_argument("--device", default=None, help="estimate for this device")
     run = sub.add_parser("run", help="run an experiment and store its result")
-    run.add_argument("experiment", help="name, as 'list' shows it")
+    run.add_argument("experiment", nargs="?", help="name, as 'list' shows it")
+    run.add_argument(
+        "--all",
+        action="store_true",
+        help="every experiment whose result in this profile is missing or stale",
+    )
     run.add_argument(
         "--profile",
         default=None,
-        help="quick (CPU, the book's scale) or full (papers' scale, GPU); "
+        help="smoke (seconds), quick (CPU, the book's scale) or full (papers' scale); "
         "default: $BNLIB_PROFILE or quick",
     )
     run.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best)")
@@ -62,6 +74,25 @@ def _message(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _run(args: argparse.Namespace) -> int:
+    from bnlib import experiments
+    from bnlib.device import pick_device
+    from bnlib.status import run_all
+
+    if args.all == bool(args.experiment):
+        raise ValueError("give one experiment's name, or --all (not both)")
+    profile = experiments.profile_name(args.profile)
+    device = str(pick_device(args.device))
+    if args.all:
+        run_all(profile, device, force=args.force)
+        return 0
+    experiments.get(args.experiment)  # validate before any work
+    result = experiments.run(args.experiment, profile, device=device, force=args.force)
+    print(result.provenance_line)
+    print(f"{len(result.frame)} rows -> {result.path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code.
 
@@ -82,16 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                 exp = experiments.REGISTRY[name]
                 print(f"{name:24s} [{exp.chapter}] {exp.description}")
             return 0
-        if args.command == "run":
-            experiments.get(args.experiment)  # validate before any work
-            profile = experiments.profile_name(args.profile)
-            from bnlib.device import pick_device
+        if args.command == "status":
+            from bnlib.status import format_status, status
 
-            device = str(pick_device(args.device))
-            result = experiments.run(args.experiment, profile, device=device, force=args.force)
-            print(result.provenance_line)
-            print(f"{len(result.frame)} rows -> {result.path}")
+            print(format_status(status(args.device)))
             return 0
+        if args.command == "run":
+            return _run(args)
         from bnlib.bench import run_benchmarks
 
         run_benchmarks(quick=args.quick, device=args.device, output=args.output)

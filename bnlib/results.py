@@ -3,8 +3,11 @@
 A result is stored as two files in ``<results>/<profile>/<experiment>/``:
 ``<key>.parquet`` (the tidy DataFrame) and ``<key>.json`` (experiment, profile, config,
 and provenance: bnlib version and source hash, git revision, device, torch version,
-date, wall time, command). The key hashes the experiment's name, its config and bnlib's
-source, so a changed config or a changed bnlib computes anew.
+date, wall time, command, and the code hash). The key hashes the experiment's name, its
+config and the code that computes it (:func:`bnlib.provenance.computation_hash`: the
+experiment's module and the bnlib modules it uses, without comments or docstrings), so a
+changed config or a changed computation computes anew, while an edit to figures, widgets
+or the CLI keeps every stored result.
 
 Writes are atomic (a temporary file, then a rename; the JSON last), so an interrupted run
 leaves no half-written result and the next run starts that result cleanly. A result whose
@@ -95,7 +98,12 @@ def _canonical(config: dict) -> str:
 
 
 def cache_key(experiment: str, config: dict, code: str | None = None) -> str:
-    """16 hex digits identifying (experiment, config, bnlib source)."""
+    """16 hex digits identifying (experiment, config, code).
+
+    ``code`` is the hash of the code that computes the result
+    (:func:`bnlib.provenance.computation_hash` of the experiment's module); without it,
+    the hash of all of bnlib's source.
+    """
     text = f"{experiment}\n{_canonical(config)}\n{code or source_hash()}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -266,6 +274,7 @@ def load_or_compute(
     device: str | None = None,
     force: bool = False,
     command: str | None = None,
+    code: str | None = None,
 ) -> Result:
     """The stored result of ``experiment`` with ``config``, computing and storing it first
     if there is none (or ``force``).
@@ -276,6 +285,8 @@ def load_or_compute(
         compute: returns the tidy DataFrame.
         device: recorded in the provenance.
         command: recorded in the metadata (default: this process's command line).
+        code: hash of the code that computes the result (part of the key; see
+            :func:`cache_key`), recorded in the metadata as ``code_hash``.
 
     Returns:
         The :class:`Result`. A stored result that cannot be read or is inconsistent is
@@ -284,7 +295,7 @@ def load_or_compute(
     Raises:
         ResultsNotWritableError: before computing, if the results folder cannot be written.
     """
-    key = cache_key(experiment, config)
+    key = cache_key(experiment, config, code)
     folder = results_dir() / profile / experiment
     parquet, meta_path = folder / f"{key}.parquet", folder / f"{key}.json"
     canonical = json.loads(_canonical(config))
@@ -304,6 +315,7 @@ def load_or_compute(
         "profile": profile,
         "config": canonical,
         "key": key,
+        "code_hash": code or source_hash(),
         "wall_time_s": wall,
         "rows": len(frame),
         "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -313,3 +325,17 @@ def load_or_compute(
     _write_atomically(parquet, lambda p: frame.to_parquet(p, index=False))
     _write_atomically(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2)))
     return Result(frame, meta, parquet)
+
+
+def prune_others(result: Result) -> list[Path]:
+    """Delete the other stored results of ``result``'s experiment and profile.
+
+    Used for the full profile, whose results are committed: one result per experiment,
+    the newest. Returns the deleted paths.
+    """
+    removed = []
+    for path in sorted(result.path.parent.iterdir()):
+        if path.suffix in (".parquet", ".json") and path.stem != result.path.stem:
+            path.unlink()
+            removed.append(path)
+    return removed

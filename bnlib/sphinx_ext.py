@@ -135,9 +135,13 @@ CLAIMS_CSS = """
 .bnlib-claim-badge { font-weight: 600; text-transform: uppercase; font-size: 0.78em;
   letter-spacing: 0.03em; color: #11705a; margin-right: 0.3em; }
 .bnlib-claim-disagrees .bnlib-claim-badge { color: #a04500; }
-.bnlib-claim-book, .bnlib-claim-paper { color: var(--pst-color-text-muted, #555);
+.bnlib-claim-unchecked { border-left-color: #999; }
+.bnlib-full-note { font-size: 0.9em; color: #444; border-left: 3px solid #7570b3;
+  padding-left: 0.6em; }
+.bnlib-full-stale { border-left-color: #d95f02; }
+.bnlib-claim-book, .bnlib-claim-paper, .bnlib-claim-full { color: var(--pst-color-text-muted, #555);
   margin-left: 0.4em; }
-.bnlib-claim-book::before, .bnlib-claim-paper::before { content: "| "; }
+.bnlib-claim-book::before, .bnlib-claim-paper::before, .bnlib-claim-full::before { content: "| "; }
 table.bnlib-claims-table td, table.bnlib-claims-table th { vertical-align: top;
   font-size: 0.88em; }
 """
@@ -251,9 +255,19 @@ def claims_table_html(claims: list[dict], link: Any) -> str:
                 else escape(short_citation(c["cite"]))
             )
         quick = escape(c["book"]) if c.get("profile", "quick") == "quick" else ""
-        full = escape(c["book"]) if c.get("profile") == "full" else "not yet computed"
+        if c.get("profile") == "full":  # a book built at the full profile
+            full = escape(c["book"])
+        elif c.get("full_status"):  # a committed full result, checked beside the quick one
+            full = escape(c["full"])
+        elif c.get("only") == "quick":
+            full = "(about the quick profile only)"
+        else:
+            full = "not yet computed"
         status = escape(c["status"])
-        css = "bnlib-claim-holds" if c["status"] == "holds" else "bnlib-claim-disagrees"
+        css = {
+            "holds": "bnlib-claim-holds",
+            "disagrees with the paper": "bnlib-claim-disagrees",
+        }.get(c["status"], "bnlib-claim-unchecked")
         rows.append(
             f"<tr class='{css}'><td>{where}</td>"
             f'<td><a href="{escape(link(c["docname"], c["id"]))}">{escape(c["text"])}</a></td>'

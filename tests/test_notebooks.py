@@ -1,5 +1,7 @@
 """Every chapter converts to a notebook (jupytext) and runs in a fresh kernel (nbclient),
-as it does in Jupyter, Binder or Colab: live explorers, quick profile.
+as it does in Jupyter, Binder or Colab: live explorers. It runs the ``smoke`` profile
+(seconds per experiment): the book build already executes every chapter at the quick
+profile, so this test only needs the chapters to execute in a kernel.
 
 The notebook runs in a separate process (``jupyter execute``), away from the state other
 tests leave in this one (event loops, widget comms).
@@ -26,7 +28,7 @@ def test_chapter_runs_as_a_notebook(chapter, tmp_path):
     notebook = tmp_path / f"{chapter.stem}.ipynb"
     jupytext.write(jupytext.read(chapter), notebook)
     env = {k: v for k, v in os.environ.items() if k != "BNLIB_BOOK_BUILD"}  # a reader's kernel
-    env.update(BNLIB_PROFILE="quick", BNLIB_PROGRESS="0", BNLIB_RESULTS=str(tmp_path / "res"))
+    env.update(BNLIB_PROFILE="smoke", BNLIB_PROGRESS="0", BNLIB_RESULTS=str(tmp_path / "res"))
     done = subprocess.run(
         [
             sys.executable,

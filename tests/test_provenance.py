@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
+
+import pytest
 
 import bnlib
-from bnlib.provenance import git_revision, provenance
+from bnlib.provenance import (
+    PACKAGE_DIR,
+    computation_hash,
+    computation_modules,
+    git_revision,
+    provenance,
+)
+from bnlib.results import cache_key
+
+MODULE = "bnlib.experiments.covariate_shift"
 
 
 def test_provenance_fields():
@@ -15,6 +28,7 @@ def test_provenance_fields():
         "bnlib_source",
         "git_revision",
         "torch_version",
+        "cuda_version",
         "python",
         "device",
         "date",
@@ -34,3 +48,58 @@ def test_setup_notebook_prints_provenance(capsys):
     out = capsys.readouterr().out.strip()
     assert out.startswith(f"bnlib {bnlib.__version__} (source {info['bnlib_source']}, git ")
     assert info["torch_version"] in out and info["date"] in out
+
+
+def test_computation_modules_follow_imports_and_leave_out_presentation():
+    modules = computation_modules(MODULE)
+    for needed in ("bnlib.engine", "bnlib.norm", "bnlib.models", "bnlib.data", "bnlib.probes"):
+        assert needed in modules
+    for presentation in ("bnlib.figures", "bnlib.widgets", "bnlib.cli", "bnlib.bench"):
+        assert not any(m == presentation or m.startswith(presentation + ".") for m in modules)
+    assert "bnlib.experiments.algorithm" not in modules  # not imported by this chapter's module
+
+
+@pytest.fixture
+def package(tmp_path) -> Path:
+    """A copy of bnlib's source to edit."""
+    copy = tmp_path / "bnlib"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def _key(package: Path) -> str:
+    return cache_key("ics_over_training", {"mlp_steps": 10}, computation_hash(MODULE, package))
+
+
+def test_a_figure_widget_cli_or_comment_edit_keeps_the_cached_result(package):
+    before = _key(package)
+    _edit(package / "figures" / "style.py", "def ", "def _added_helper():\n    return 1\n\n\ndef ")
+    (package / "widgets.py").write_text((package / "widgets.py").read_text() + "\nCHANGED = 1\n")
+    _edit(package / "cli.py", "def main(", "def _extra():\n    pass\n\n\ndef main(")
+    engine = package / "engine.py"
+    engine.write_text("# a new comment\n" + engine.read_text().replace('"""', '"""Edited. ', 1))
+    assert _key(package) == before
+
+
+def test_an_edit_to_the_engines_update_rule_recomputes(package):
+    before = _key(package)
+    optim = package / "optim.py"
+    text = optim.read_text()
+    assert "add_(" in text
+    optim.write_text(text.replace("add_(", "sub_(", 1))  # a different update
+    assert _key(package) != before
+    assert computation_hash("bnlib.experiments.algorithm", package) != computation_hash(
+        "bnlib.experiments.algorithm", PACKAGE_DIR
+    )
+
+
+def test_an_edit_to_another_chapters_experiments_keeps_this_ones(package):
+    before = _key(package)
+    _edit(package / "experiments" / "algorithm.py", "def ", "def _new():\n    return 2\n\n\ndef ")
+    assert _key(package) == before

@@ -4,10 +4,13 @@ Experiments never plot; :mod:`bnlib.figures` draws what they return. One module 
 chapter (:mod:`bnlib.experiments.algorithm` for "The BN algorithm") plus the sweeps that
 several chapters share (:mod:`bnlib.experiments.learning_rate`).
 
-Every experiment is registered with two **profiles**, sets of arguments:
+Every experiment is registered with three **profiles**, sets of arguments:
 
-- ``quick``: what the book executes on a 2-core CPU (seconds to a minute);
-- ``full``: the papers' scale, for a GPU.
+- ``smoke``: seconds; the same code paths and the same shapes of result (layers, units,
+  seeds...) with very few steps, for tests that only need the chapters to execute;
+- ``quick``: what the book executes on a 2-core CPU (seconds to a few minutes);
+- ``full``: the papers' scale (50,000 steps, 5 seeds...), whose results are committed in
+  ``results/full/`` and shown beside the quick ones (:mod:`bnlib.book`).
 
 :func:`run` runs an experiment in a profile (chosen by argument, else ``BNLIB_PROFILE``,
 else ``quick``) through the on-disk cache of :mod:`bnlib.results`, and returns its
@@ -23,11 +26,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from bnlib.results import Result, load_or_compute
+from bnlib.provenance import computation_hash
+from bnlib.results import Result, load_or_compute, prune_others
 
 __all__ = ["PROFILES", "REGISTRY", "Experiment", "get", "profile_name", "register", "run"]
 
-PROFILES = ("quick", "full")
+PROFILES = ("smoke", "quick", "full")
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,26 @@ class Experiment:
 REGISTRY: dict[str, Experiment] = {}
 
 
-def register(name: str, chapter: str, quick: dict, full: dict):
-    """Decorator: register ``function`` as experiment ``name`` with its two profiles."""
+def register(name: str, chapter: str, *, smoke: dict, quick: dict, full: dict):
+    """Decorator: register ``function`` as experiment ``name`` with its three profiles.
+
+    The same function may be registered under several names (one per figure), each with
+    its own profiles. Each profile's dict holds keyword arguments of the function.
+    """
 
     def wrap(function: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
         if name in REGISTRY:
             raise ValueError(f"experiment {name!r} is registered twice")
-        REGISTRY[name] = Experiment(name, function, {"quick": quick, "full": full}, chapter)
+        profiles = {"smoke": smoke, "quick": quick, "full": full}
+        parameters = inspect.signature(function).parameters
+        for profile, config in profiles.items():
+            unknown = sorted(set(config) - set(parameters))
+            if unknown:
+                raise TypeError(
+                    f"experiment {name!r}, profile {profile!r}: {function.__name__}() takes no "
+                    f"argument {', '.join(map(repr, unknown))}"
+                )
+        REGISTRY[name] = Experiment(name, function, profiles, chapter)
         return function
 
     return wrap
@@ -90,7 +107,8 @@ def run(
 
     Args:
         name: a registered experiment (``python -m bnlib list``).
-        profile: ``"quick"`` or ``"full"``; default ``$BNLIB_PROFILE`` or ``"quick"``.
+        profile: ``"smoke"``, ``"quick"`` or ``"full"``; default ``$BNLIB_PROFILE`` or
+            ``"quick"``.
         device: where to compute; ``None`` picks the best. Recorded in the provenance,
             not part of the cache key.
         force: compute even if a cached result exists.
@@ -105,14 +123,24 @@ def run(
     config = {**experiment.profiles[chosen], **overrides}
     takes_device = "device" in inspect.signature(experiment.function).parameters
     extra = {"device": device} if takes_device else {}
-    return load_or_compute(
+    result = load_or_compute(
         name,
         chosen,
         config,
         lambda: experiment.function(**config, **extra),
         device=device if takes_device else "cpu",
         force=force,
+        code=code_hash(name),
     )
+    if chosen == "full" and not overrides:
+        prune_others(result)  # committed: one full result per experiment, the current one
+    return result
+
+
+def code_hash(name: str) -> str:
+    """The hash of the code that computes experiment ``name``
+    (:func:`bnlib.provenance.computation_hash` of its module); part of its results' key."""
+    return computation_hash(get(name).function.__module__)
 
 
 def _load_all() -> None:

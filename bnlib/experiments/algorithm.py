@@ -54,8 +54,16 @@ def _first_layer_inputs(layer: str, examples: int, seed: int, dataset: str) -> t
 
 
 @register(
+    "transform_stages_conv",
+    chapter="The BN algorithm",
+    smoke={"layer": "conv", "gamma": 0.5, "beta": 2.0, "batch_size": 16},
+    quick={"layer": "conv", "gamma": 0.5, "beta": 2.0},
+    full={"layer": "conv", "gamma": 0.5, "beta": 2.0, "batch_size": 1024},
+)
+@register(
     "transform_stages",
     chapter="The BN algorithm",
+    smoke={"layer": "linear", "gamma": 0.5, "beta": 2.0, "batch_size": 16},
     quick={"layer": "linear", "gamma": 0.5, "beta": 2.0},
     full={"layer": "linear", "gamma": 0.5, "beta": 2.0, "batch_size": 1024},
 )
@@ -109,6 +117,7 @@ def transform_stages(
 @register(
     "identity_recovery",
     chapter="The BN algorithm",
+    smoke={"batch_size": 60, "batches": 3},
     quick={"batch_size": 60, "batches": 50},
     full={"batch_size": 60, "batches": 1000},
 )
@@ -164,6 +173,7 @@ def _max_error(a: torch.Tensor, b: torch.Tensor) -> float:
 @register(
     "gradient_check",
     chapter="The BN algorithm",
+    smoke={"shapes": [[2, 3], [4, 3, 1, 1]]},
     quick={},
     full={"shapes": [[2, 3], [60, 100], [256, 512], [8, 16, 5, 5], [4, 3, 1, 1], [32, 64, 16, 16]]},
 )
@@ -258,6 +268,7 @@ def _bn_layers(model: nn.Module) -> list[BatchNorm]:
 @register(
     "running_statistics",
     chapter="The BN algorithm",
+    smoke={"steps": 20, "momenta": [0.1, 0.01, None], "points": 4, "population_examples": 500},
     quick={"steps": 1000, "momenta": [0.1, 0.01, None]},
     full={"steps": 50_000, "momenta": [0.1, 0.01, 0.001, None], "points": 30},
 )
@@ -340,7 +351,11 @@ def running_statistics(
 
 
 @register(
-    "distribution_shift", chapter="The BN algorithm", quick={"steps": 2000}, full={"steps": 50_000}
+    "distribution_shift",
+    chapter="The BN algorithm",
+    smoke={"steps": 20},
+    quick={"steps": 2000},
+    full={"steps": 50_000},
 )
 def distribution_shift(
     contrasts: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4, 0.2),
@@ -418,6 +433,7 @@ class _CenteredLayer(nn.Module):
 @register(
     "bias_blowup",
     chapter="The BN algorithm",
+    smoke={"steps": 20, "lr": 1.0, "points": 4, "probe_examples": 200},
     quick={"steps": 2000, "lr": 1.0},
     full={"steps": 50_000, "lr": 1.0},
 )
@@ -482,7 +498,13 @@ def bias_blowup(
     return pd.concat(rows, ignore_index=True)
 
 
-@register("batch_statistics_noise", chapter="The BN algorithm", quick={}, full={"draws": 2000})
+@register(
+    "batch_statistics_noise",
+    chapter="The BN algorithm",
+    smoke={"draws": 10},
+    quick={},
+    full={"draws": 2000},
+)
 def batch_statistics_noise(
     batch_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
     draws: int = 200,

@@ -52,6 +52,7 @@ def _train_paper_mlps(
 @register(
     "sigmoid_saturation",
     chapter="Internal covariate shift",
+    smoke={"shifts": [0.0, 2.0, 4.0, 6.0], "points": 41},
     quick={"shifts": [0.0, 2.0, 4.0, 6.0]},
     full={"shifts": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0]},
 )
@@ -92,6 +93,7 @@ def sigmoid_saturation(
 @register(
     "ioffe_figure1",
     chapter="Internal covariate shift",
+    smoke={"steps": 30, "seeds": [0, 1], "points": 5, "probe_examples": 200},
     quick={"steps": 3000, "seeds": [0, 1, 2], "points": 20},
     full={"steps": 50_000, "seeds": [0, 1, 2, 3, 4], "points": 40},
 )
@@ -227,6 +229,7 @@ def _train_measuring_ics(
 @register(
     "ics_over_training",
     chapter="Internal covariate shift",
+    smoke={"mlp_steps": 10, "linear_steps": 10, "points": 4},
     quick={"mlp_steps": 1000, "linear_steps": 2000, "points": 12},
     full={"mlp_steps": 10_000, "linear_steps": 10_000, "points": 24},
 )
@@ -341,6 +344,7 @@ NOISY_VARIANTS = {
 @register(
     "noisy_bn",
     chapter="Internal covariate shift",
+    smoke={"steps": 20, "seeds": [0, 1], "lrs": [0.1, 0.5], "points": 4},
     quick={"steps": 2000, "seeds": [0, 1, 2], "lrs": [0.1, 0.5], "points": 16},
     full={"steps": 20_000, "seeds": [0, 1, 2, 3, 4], "lrs": [0.05, 0.1, 0.5, 1.0], "points": 30},
 )

@@ -30,6 +30,17 @@ def lr_grid(low: float, high: float, count: int) -> list[float]:
 @register(
     "lr_sweep",
     chapter="Large learning rates",
+    smoke={
+        "architecture": "mlp",
+        "config": {"activation": "relu"},
+        "dataset": "mnist",
+        "lr_range": [1e-2, 10.0],
+        "lr_count": 3,
+        "seeds": [0],
+        "steps": 10,
+        "batch_size": 60,
+        "norms": ["none", "torch"],
+    },
     quick={
         "architecture": "mlp",
         "config": {"activation": "relu"},

@@ -1,0 +1,271 @@
+"""What a chapter calls to get its data: registered results, quick and full, side by side.
+
+A chapter never holds an experiment's configuration. It names the experiment, and the
+registry (:mod:`bnlib.experiments`) supplies the arguments of the profile the book is built
+with (``$BNLIB_PROFILE``: ``smoke``, ``quick`` by default, or ``full``)::
+
+    fig1 = book.result("ioffe_figure1")          # a Result: .frame and .meta
+    figures.ioffe_figure1(fig1.frame)
+    book.show_full("ioffe_figure1", figures.ioffe_figure1)   # the committed full run
+
+    def check(frame):                             # the chapter's claims, as a function
+        return [claim(...), claim(...)]
+    book.check(check, "ioffe_figure1")            # on the quick data, and on the full
+
+Full-profile results are never computed by the book: ``python -m bnlib run NAME
+--profile full`` writes them to ``results/full/NAME/`` (parquet + JSON with provenance),
+where they are committed. A committed result whose code hash differs from the current
+code's (:func:`bnlib.experiments.code_hash`) is shown as computed by an older version.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bnlib import experiments
+from bnlib.claims import Claim, Claims, checking, with_full
+from bnlib.results import Result, cache_key, results_dir
+
+__all__ = [
+    "FullResult",
+    "check",
+    "describe_config",
+    "full_note",
+    "full_result",
+    "profile",
+    "result",
+    "show_full",
+]
+
+_STEP_KEYS = {"steps": "steps", "mlp_steps": "MLP steps", "linear_steps": "deep linear steps"}
+_LIST_KEYS = {
+    "seeds": "seeds",
+    "lrs": "learning rates",
+    "momenta": "momenta",
+    "shifts": "shifts",
+    "shapes": "shapes",
+}
+_COUNT_KEYS = {"draws": "draws", "batches": "batches", "batch_size": "batch size"}
+
+
+def profile() -> str:
+    """The profile the book is built with: ``$BNLIB_PROFILE``, else ``"quick"``."""
+    return experiments.profile_name(None)
+
+
+def full_dir() -> Path:
+    """Where committed full-profile results live: ``<results>/full``."""
+    return results_dir() / "full"
+
+
+@dataclass
+class FullResult:
+    """A committed full-profile result and whether the current code would compute it.
+
+    Attributes:
+        result: the stored :class:`bnlib.results.Result`.
+        current: True if its config is the registry's full profile and its code hash is
+            the current code's; False if it was computed by an older version.
+        code_hash: the current code's hash, for the message when it is not current.
+    """
+
+    result: Result
+    current: bool
+    code_hash: str
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self.result.frame
+
+    @property
+    def meta(self) -> dict:
+        return self.result.meta
+
+
+def _stored(folder: Path) -> list[Result]:
+    found = []
+    for meta_path in sorted(folder.glob("*.json")):
+        parquet = meta_path.with_suffix(".parquet")
+        try:
+            meta = json.loads(meta_path.read_text())
+            frame = pd.read_parquet(parquet)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"the committed full result {meta_path} cannot be read ({error}); restore it "
+                f"with git, or run `python -m bnlib run {folder.name} --profile full --force`"
+            ) from error
+        found.append(Result(frame, meta, parquet))
+    return found
+
+
+def full_result(name: str) -> FullResult | None:
+    """The committed full-profile result of experiment ``name``, or None if there is none.
+
+    Never computes. If several are stored, the one the current code and config would
+    produce is preferred, else the most recent (which is then not ``current``).
+    """
+    experiment = experiments.get(name)
+    folder = full_dir() / name
+    if not folder.is_dir():
+        return None
+    stored = _stored(folder)
+    if not stored:
+        return None
+    code = experiments.code_hash(name)
+    key = cache_key(name, experiment.profiles["full"], code)
+    for item in stored:
+        if item.meta.get("key") == key:
+            return FullResult(item, True, code)
+    latest = max(stored, key=lambda r: r.meta["provenance"]["date"])
+    return FullResult(latest, False, code)
+
+
+def result(name: str) -> Result:
+    """Experiment ``name``'s result in the book's profile (:func:`profile`).
+
+    ``smoke`` and ``quick`` results are computed if not cached (``results/<profile>/``).
+    At the ``full`` profile the committed result is returned, never computed.
+
+    Raises:
+        ValueError: unknown experiment, or (full profile) no committed full result.
+    """
+    chosen = profile()
+    if chosen != "full":
+        return experiments.run(name, chosen)
+    stored = full_result(name)
+    if stored is None:
+        raise ValueError(
+            f"no full-profile result of {name!r} is committed in {full_dir() / name}; the "
+            f"book never computes one: run `python -m bnlib run {name} --profile full`, or "
+            "build with BNLIB_PROFILE=quick"
+        )
+    return stored.result
+
+
+def _number(value: int) -> str:
+    return f"{value:,}"
+
+
+def describe_config(config: dict) -> str:
+    """A short description of a run's scale, e.g. ``"50,000 steps, 5 seeds"``."""
+    parts = []
+    for key, label in _STEP_KEYS.items():
+        if key in config:
+            parts.append(f"{_number(config[key])} {label}")
+    for key, label in _LIST_KEYS.items():
+        if key in config and isinstance(config[key], Sequence):
+            parts.append(f"{len(config[key])} {label}")
+    for key, label in _COUNT_KEYS.items():
+        if key in config and isinstance(config[key], int):
+            parts.append(f"{label} {_number(config[key])}")
+    return ", ".join(parts) or "the registry's full configuration"
+
+
+def _label(stored: FullResult) -> str:
+    meta, prov = stored.meta, stored.meta["provenance"]
+    date = prov["date"][:10]
+    minutes = meta["wall_time_s"] / 60
+    text = (
+        f"Full profile: {describe_config(meta['config'])}; computed on {prov['device']} "
+        f"on {date} in {minutes:.0f} min (torch {prov['torch_version']}"
+        + (f", CUDA {prov['cuda_version']}" if prov["device"].startswith("cuda") else "")
+        + f", bnlib code {meta.get('code_hash', '?')}, git {prov['git_revision']})."
+    )
+    if not stored.current:
+        text += (
+            f" Computed by an older version of the code (the current code's hash is "
+            f"{stored.code_hash}): `python -m bnlib run {meta['experiment']} --profile full` "
+            "recomputes it."
+        )
+    return text
+
+
+class Note:
+    """A short paragraph shown in the page (HTML) and in a terminal (text)."""
+
+    def __init__(self, text: str, css: str):
+        self.text, self.css = text, css
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        body = html.escape(self.text)
+        body = body.replace("`", "")  # commands are quoted in text, plain in HTML
+        return f'<p class="bnlib-full-note {self.css}">{body}</p>'
+
+
+def full_note(name: str) -> Note:
+    """One line saying what full-profile result of ``name`` is committed, and from where."""
+    stored = full_result(name)
+    if stored is None:
+        full = experiments.get(name).profiles["full"]
+        return Note(
+            f"No full-profile result ({describe_config(full)}) is committed yet; this page "
+            f"shows the {profile()} profile only. `python -m bnlib run {name} --profile full` "
+            "computes it.",
+            "bnlib-full-missing",
+        )
+    return Note(_label(stored), "bnlib-full-current" if stored.current else "bnlib-full-stale")
+
+
+def show_full(name: str, draw: Callable[[pd.DataFrame], object] | None = None) -> object:
+    """Show the committed full-profile result of ``name``: its label, then ``draw(frame)``.
+
+    Args:
+        name: a registered experiment.
+        draw: a figure function (from :mod:`bnlib.figures`), called on the full result's
+            frame if one is committed.
+
+    Returns:
+        What ``draw`` returned (a figure), or None (no full result, or no ``draw``).
+        At the ``full`` profile the chapter's own figure is already the full result,
+        so only the label is shown.
+    """
+    from IPython.display import display
+
+    display(full_note(name))
+    stored = full_result(name)
+    if stored is None or draw is None or profile() == "full":
+        return None
+    return draw(stored.frame)
+
+
+def check(function: Callable[[pd.DataFrame], Sequence[Claim]], name: str) -> Claims:
+    """Run a chapter's claims on experiment ``name``'s data, and on its full result too.
+
+    Args:
+        function: takes the experiment's tidy frame and returns its claims
+            (:func:`bnlib.claims.claim` calls), in a fixed order.
+        name: the registered experiment.
+
+    Returns:
+        The claims on the book's profile's data; where a full-profile result is committed,
+        each carries the full number and status as well (:func:`bnlib.claims.with_full`).
+        At the ``smoke`` profile claims are computed but not enforced, and an error while
+        computing them (too few steps for a quantity to exist) is shown instead.
+
+    Raises:
+        ClaimFailed: a claim does not hold on the quick data, or on the full data.
+    """
+    chosen = profile()
+    if chosen == "smoke":
+        try:
+            with checking("smoke", enforce=False):
+                return Claims(function(result(name).frame))
+        except Exception as error:  # a smoke run is too short for some quantities
+            return Claims([Note(f"Claims not computed at the smoke profile: {error!r}", "")])
+    main = Claims(function(result(name).frame))
+    stored = full_result(name) if chosen != "full" else None
+    if stored is None:
+        return main
+    with checking("full", enforce=False):
+        full = function(stored.frame)
+    source = "committed result" + ("" if stored.current else ", computed by an older version")
+    return with_full(main, full, source)

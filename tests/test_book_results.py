@@ -1,0 +1,141 @@
+"""bnlib.book: chapters' data through the registry; committed full results beside quick ones.
+
+Uses ``sigmoid_saturation`` (NumPy, milliseconds) and ``transform_stages`` (one batch of
+real MNIST) as real experiments, with the results folder in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from bnlib import book, experiments
+from bnlib.claims import NOT_CHECKED, ClaimFailed, claim, parse_rendered
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNLIB_RESULTS", str(tmp_path))
+    monkeypatch.delenv("BNLIB_PROFILE", raising=False)
+    return tmp_path
+
+
+def _shifts(frame):
+    return sorted(frame["shift"].unique())
+
+
+def test_result_uses_the_profile_the_book_is_built_with(results, monkeypatch):
+    quick = book.result("sigmoid_saturation")
+    assert quick.meta["profile"] == "quick"
+    assert quick.meta["config"] == experiments.get("sigmoid_saturation").profiles["quick"]
+    monkeypatch.setenv("BNLIB_PROFILE", "smoke")
+    smoke = book.result("sigmoid_saturation")
+    assert smoke.meta["profile"] == "smoke"
+    assert len(smoke.frame) < len(quick.frame)  # fewer points
+
+
+def test_the_full_profile_is_never_computed_by_the_book(results, monkeypatch):
+    monkeypatch.setenv("BNLIB_PROFILE", "full")
+    with pytest.raises(ValueError, match=r"python -m bnlib run sigmoid_saturation --profile full"):
+        book.result("sigmoid_saturation")
+    assert not (results / "full").exists()
+
+
+def test_without_a_committed_full_result_the_page_says_so(results):
+    assert book.full_result("sigmoid_saturation") is None
+    note = book.full_note("sigmoid_saturation")
+    assert "No full-profile result" in repr(note)
+    assert "python -m bnlib run sigmoid_saturation --profile full" in repr(note)
+    assert book.show_full("sigmoid_saturation", lambda frame: "drawn") is None
+
+
+def test_a_committed_full_result_is_shown_with_its_provenance(results):
+    experiments.run("sigmoid_saturation", "full")
+    stored = book.full_result("sigmoid_saturation")
+    assert stored is not None and stored.current
+    full_shifts = experiments.get("sigmoid_saturation").profiles["full"]["shifts"]
+    assert _shifts(stored.frame) == sorted(full_shifts)
+    text = repr(book.full_note("sigmoid_saturation"))
+    assert text.startswith("Full profile:")
+    assert "computed on cpu" in text and "older version" not in text
+    assert re.search(r"on \d{4}-\d\d-\d\d", text)
+    assert book.show_full("sigmoid_saturation", lambda frame: len(frame)) == len(stored.frame)
+
+
+def test_a_full_result_from_older_code_is_marked_stale(results):
+    first = experiments.run("sigmoid_saturation", "full")
+    meta = dict(first.meta, key="0" * 16, code_hash="feedfacefeedface")
+    (first.path.with_suffix(".json")).write_text(json.dumps(meta))
+    stored = book.full_result("sigmoid_saturation")
+    assert stored is not None and not stored.current
+    text = repr(book.full_note("sigmoid_saturation"))
+    assert "older version" in text and "feedfacefeedface" in text
+    # a new full run replaces it: one committed result per experiment
+    fresh = experiments.run("sigmoid_saturation", "full", force=True)
+    assert sorted(p.name for p in fresh.path.parent.iterdir()) == sorted(
+        [fresh.path.name, fresh.path.with_suffix(".json").name]
+    )
+    assert book.full_result("sigmoid_saturation").current
+
+
+def _claims_about_shifts(frame):
+    largest = max(_shifts(frame))
+    return [
+        claim("The largest shift is at least 6", largest >= 6, book=largest),
+        claim("The quick profile has four shifts", len(_shifts(frame)) == 4, book=4, only="quick"),
+    ]
+
+
+def test_check_carries_the_full_number_beside_the_quick_one(results):
+    quick_only = book.check(_claims_about_shifts, "sigmoid_saturation")
+    assert [c.full_status for c in quick_only] == ["", ""]
+    experiments.run("sigmoid_saturation", "full")
+    both = book.check(_claims_about_shifts, "sigmoid_saturation")
+    first, second = both
+    assert first.full_status == "holds" and first.full == "6"
+    assert second.full_status == ""  # a claim about the quick profile only
+    record = parse_rendered(both._repr_html_())[0]
+    assert record["full"] == "6" and record["full_status"] == "holds"
+    assert "full profile: 6" in both._repr_html_()
+
+
+def test_a_claim_that_fails_on_the_full_result_fails_the_build(results):
+    experiments.run("sigmoid_saturation", "full")
+
+    def at_most_four_shifts(frame):
+        n = len(_shifts(frame))
+        return [claim("There are at most four shifts", n <= 4, book=n)]
+
+    with pytest.raises(ClaimFailed, match="at the full profile"):
+        book.check(at_most_four_shifts, "sigmoid_saturation")
+
+
+def test_smoke_profile_computes_claims_without_enforcing_them(results, monkeypatch):
+    monkeypatch.setenv("BNLIB_PROFILE", "smoke")
+
+    def wrong(frame):
+        return [claim("No shift at all", frame.empty, book=len(frame))]
+
+    shown = book.check(wrong, "sigmoid_saturation")
+    assert shown[0].status == "does not hold"
+
+    def crashes(frame):
+        raise KeyError("a quantity a smoke run is too short to have")
+
+    assert "smoke profile" in repr(book.check(crashes, "sigmoid_saturation")[0])
+
+
+def test_a_claim_about_the_full_profile_only_is_not_checked_on_quick_data(results):
+    shown = claim("Fifty thousand steps", False, book=0, only="full")
+    assert shown.status == NOT_CHECKED
+
+
+def test_describe_config_names_the_scale():
+    assert book.describe_config({"steps": 50_000, "seeds": [0, 1, 2, 3, 4]}) == (
+        "50,000 steps, 5 seeds"
+    )
+    assert "10,000 deep linear steps" in book.describe_config(
+        {"mlp_steps": 10_000, "linear_steps": 10_000}
+    )

@@ -1,0 +1,99 @@
+"""bnlib.status: the status table, the full-run estimates, and the drift check of
+committed full results (which runs on every committed result in results/full)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bnlib import experiments, status
+from bnlib.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = sorted(
+    p.name for p in (REPO / "results" / "full").glob("*") if p.is_dir() and any(p.glob("*.json"))
+)
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("BNLIB_RESULTS", str(tmp_path))
+    monkeypatch.delenv("BNLIB_PROFILE", raising=False)
+    return tmp_path
+
+
+def test_work_counts_steps_times_seeds_and_sweeps():
+    assert status.work({"steps": 100, "seeds": [0, 1], "lrs": [0.1, 0.5, 1.0]}) == 600
+    assert status.work({"mlp_steps": 10, "linear_steps": 30}) == 40
+    assert status.work({"draws": 200}) == 200
+
+
+def test_status_lists_every_experiment_and_estimates_from_the_quick_run(results, capsys):
+    before = status.status("cpu")
+    assert sorted(before["experiment"]) == sorted(experiments.REGISTRY)
+    row = before.set_index("experiment").loc["sigmoid_saturation"]
+    assert (row["quick"], row["full"], row["full run here"]) == ("-", "-", "unknown")
+    experiments.run("sigmoid_saturation", "quick")
+    after = status.status("cpu").set_index("experiment").loc["sigmoid_saturation"]
+    assert after["quick"] == "cached" and after["full run here"] != "unknown"
+    assert main(["status"]) == 0
+    assert "sigmoid_saturation" in capsys.readouterr().out
+
+
+def test_prefix_config_cuts_only_the_steps():
+    config = {"steps": 50_000, "mlp_steps": 10, "seeds": [0, 1], "points": 40}
+    assert status.prefix_config(config, 40) == {
+        "steps": 40, "mlp_steps": 10, "seeds": [0, 1], "points": 40
+    }
+
+
+def test_drift_check_passes_on_the_same_code_and_names_a_changed_result(results):
+    experiments.run("bias_blowup", "full", steps=120)  # a short stand-in for the full run
+    compared, problem = status.drift("bias_blowup")
+    assert problem is None and compared > 10
+    stored = next((results / "full" / "bias_blowup").glob("*.parquet"))
+    frame = pd.read_parquet(stored)
+    frame.loc[frame["step"] == 1, "value"] *= 1.5  # what a change to the computation does
+    frame.to_parquet(stored, index=False)
+    compared, problem = status.drift("bias_blowup")
+    assert problem is not None
+    assert "bias_blowup" in problem and "python -m bnlib run bias_blowup --profile full" in problem
+
+
+def test_run_all_runs_what_is_missing_once_and_says_so(results, capsys, monkeypatch):
+    only = {"sigmoid_saturation": experiments.get("sigmoid_saturation")}
+    monkeypatch.setattr(experiments, "REGISTRY", only)
+    assert status.run_all("full", "cpu") == ["sigmoid_saturation"]
+    out = capsys.readouterr().out
+    assert "1 experiment(s) to run at the full profile" in out and "estimated time" in out
+    assert status.run_all("full", "cpu") == []
+    assert "nothing to run" in capsys.readouterr().out
+    assert main(["run", "--all", "sigmoid_saturation"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["run"]) == 2
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no full result is committed in results/full")
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_full_result_is_reproduced_by_the_current_code(name, monkeypatch):
+    monkeypatch.setenv("BNLIB_RESULTS", str(REPO / "results"))
+    compared, problem = status.drift(name)
+    assert problem is None, problem
+    assert compared > 0
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_full_results_carry_complete_provenance(name, monkeypatch):
+    monkeypatch.setenv("BNLIB_RESULTS", str(REPO / "results"))
+    from bnlib.book import full_result
+
+    stored = full_result(name)
+    assert stored is not None
+    meta = stored.meta
+    assert meta["config"] == experiments.get(name).profiles["full"]
+    assert meta["command"] and meta["wall_time_s"] > 0 and meta["code_hash"]
+    for field in ("bnlib_version", "git_revision", "device", "torch_version", "cuda_version",
+                  "date"):
+        assert field in meta["provenance"], field
