@@ -128,6 +128,14 @@ class Result:
         )
 
 
+def _command_line() -> str:
+    """This process's command as a user would type it (``python -m bnlib ...`` for the CLI)."""
+    program = Path(sys.argv[0]).name
+    if program == "__main__.py" and Path(sys.argv[0]).parent.name == "bnlib":
+        program = "python -m bnlib"
+    return " ".join([program, *sys.argv[1:]])
+
+
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -318,7 +326,7 @@ def load_or_compute(
         "code_hash": code or source_hash(),
         "wall_time_s": wall,
         "rows": len(frame),
-        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command or _command_line(),
         "provenance": provenance(device),
     }
     meta_path.unlink(missing_ok=True)  # the JSON is written last and marks completion

@@ -187,6 +187,18 @@ class Explorer:
             self.run()
 
 
+#: Learning rates an explorer offers: a 1-2-5 grid, so that the default (0.5) is one of
+#: them. (A log slider on a 0.25 grid has no 0.5: the browser would snap it to 0.562 and
+#: the first Run would not draw the figure shown.)
+LEARNING_RATES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def _learning_rate_slider(w, style: dict):
+    return w.SelectionSlider(
+        options=LEARNING_RATES, value=0.5, description="learning rate", style=style
+    )
+
+
 def running_statistics_explorer() -> Explorer:
     """Explorer for "how good are the running averages?" in the chapter "The BN algorithm".
 
@@ -216,9 +228,7 @@ def running_statistics_explorer() -> Explorer:
         "batch_size": w.Dropdown(
             options=[4, 8, 16, 32, 60, 128], value=60, description="batch size", style=style
         ),
-        "lr": w.FloatLogSlider(
-            value=0.5, base=10, min=-2, max=1, step=0.25, description="learning rate", style=style
-        ),
+        "lr": _learning_rate_slider(w, style),
         "activation": w.Dropdown(
             options=["sigmoid", "tanh", "relu"],
             value="sigmoid",
@@ -275,9 +285,7 @@ def covariate_shift_explorer() -> Explorer:
         "bn": w.Checkbox(value=True, description="batch normalization"),
         "layer": w.Dropdown(options=[1, 2, 3], value=3, description="hidden layer", style=style),
         "unit": w.IntSlider(value=0, min=0, max=99, description="unit", style=style),
-        "lr": w.FloatLogSlider(
-            value=0.5, base=10, min=-2, max=1, step=0.25, description="learning rate", style=style
-        ),
+        "lr": _learning_rate_slider(w, style),
         "steps": w.IntSlider(
             value=1000, min=100, max=3000, step=100, description="steps", style=style
         ),

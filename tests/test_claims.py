@@ -71,3 +71,25 @@ def test_the_appendix_table_links_each_claim_and_shows_both_profiles():
     assert 'href="chapters/a.html#claim-x"' in table and 'href="chapters/a.html#s"' in table
     assert "0.6 (Ioffe &amp; Szegedy 2015)" in table
     assert "not yet computed" in table  # the quick claim has no full-profile number
+
+
+def test_the_appendix_shows_a_committed_full_number_beside_the_quick_one():
+    from bnlib.claims import checking, with_full
+
+    quick = [claim("x is positive", True, book=0.5), claim("short run", True, book=1, only="quick")]
+    with checking("full", enforce=False):
+        full = [
+            claim("x is positive", True, book=0.25),
+            claim("short run", False, book=9, only="quick"),
+        ]
+    joined = with_full(quick, full, "committed result")
+    where = {"docname": "chapters/a", "chapter": "A", "section": "S", "section_id": "s"}
+    table = claims_table_html(
+        [{**c.record(), **where} for c in joined], lambda doc, anchor: f"{doc}.html#{anchor}"
+    )
+    assert "<td>0.5</td><td>0.25</td>" in table
+    assert "(about the quick profile only)" in table
+    with checking("full", enforce=False):
+        failing = [claim("x is positive", False, book=-1.0), full[1]]
+    with pytest.raises(ClaimFailed, match="at the full profile.*x is positive"):
+        with_full(quick, failing)

@@ -19,15 +19,29 @@ def results(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_every_experiment_has_both_profiles_that_fit_its_signature():
+def test_every_experiment_has_three_profiles_that_fit_its_signature():
+    from bnlib.status import full_arguments, work
+
     experiments._load_all()
     assert {"lr_sweep", "running_statistics", "bias_blowup"} <= set(experiments.REGISTRY)
     for name, exp in experiments.REGISTRY.items():
-        assert set(exp.profiles) == {"quick", "full"}, name
+        assert set(exp.profiles) == {"smoke", "quick", "full"}, name
         for config in exp.profiles.values():
             json.dumps(config)  # stored as JSON
             inspect.signature(exp.function).bind(**config)
         assert exp.description and exp.chapter
+        smoke, quick, full = (work(full_arguments(name, p)) for p in ("smoke", "quick", "full"))
+        assert smoke <= quick <= full, name
+
+
+def test_a_profile_with_an_argument_the_function_lacks_is_refused():
+    with pytest.raises(TypeError, match="profile 'full'.*no argument 'stepz'"):
+
+        @experiments.register("typo", "nowhere", smoke={}, quick={}, full={"stepz": 5})
+        def typo(steps: int = 1):
+            """An experiment with a typo in its full profile."""
+
+    assert "typo" not in experiments.REGISTRY
 
 
 def test_profile_choice_and_errors(monkeypatch):

@@ -103,3 +103,13 @@ def test_an_edit_to_another_chapters_experiments_keeps_this_ones(package):
     before = _key(package)
     _edit(package / "experiments" / "algorithm.py", "def ", "def _new():\n    return 2\n\n\ndef ")
     assert _key(package) == before
+
+
+def test_an_edit_to_a_registered_profile_keeps_the_code_hash(package):
+    before = computation_hash(MODULE, package)
+    _edit(
+        package / "experiments" / "covariate_shift.py",
+        'smoke={"mlp_steps": 10',
+        'smoke={"mlp_steps": 11',
+    )
+    assert computation_hash(MODULE, package) == before  # the config is part of the key itself

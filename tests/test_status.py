@@ -45,7 +45,10 @@ def test_status_lists_every_experiment_and_estimates_from_the_quick_run(results,
 def test_prefix_config_cuts_only_the_steps():
     config = {"steps": 50_000, "mlp_steps": 10, "seeds": [0, 1], "points": 40}
     assert status.prefix_config(config, 40) == {
-        "steps": 40, "mlp_steps": 10, "seeds": [0, 1], "points": 40
+        "steps": 40,
+        "mlp_steps": 10,
+        "seeds": [0, 1],
+        "points": 40,
     }
 
 
@@ -94,6 +97,12 @@ def test_committed_full_results_carry_complete_provenance(name, monkeypatch):
     meta = stored.meta
     assert meta["config"] == experiments.get(name).profiles["full"]
     assert meta["command"] and meta["wall_time_s"] > 0 and meta["code_hash"]
-    for field in ("bnlib_version", "git_revision", "device", "torch_version", "cuda_version",
-                  "date"):
+    for field in (
+        "bnlib_version",
+        "git_revision",
+        "device",
+        "torch_version",
+        "cuda_version",
+        "date",
+    ):
         assert field in meta["provenance"], field

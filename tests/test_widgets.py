@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import math
 import sys
 
 import ipywidgets as w
@@ -218,3 +219,25 @@ def test_running_statistics_explorer_runs_its_experiment():
     explorer.run()
     assert explorer.status.value == ""
     assert len(results) == 1 and isinstance(results[0], Figure)
+
+
+def _holds(widget) -> bool:
+    """Whether the browser can show ``widget.value`` as it is (no snapping to a grid)."""
+    if isinstance(widget, w.FloatLogSlider):
+        position = (math.log(widget.value, widget.base) - widget.min) / widget.step
+        return abs(position - round(position)) < 1e-9
+    if isinstance(widget, w.IntSlider | w.FloatSlider):
+        position = (widget.value - widget.min) / widget.step
+        return widget.min <= widget.value <= widget.max and abs(position - round(position)) < 1e-9
+    if hasattr(widget, "options"):
+        values = [o[1] if isinstance(o, tuple) else o for o in widget.options]
+        return widget.value in values
+    return True
+
+
+@pytest.mark.parametrize("make_explorer", [running_statistics_explorer, covariate_shift_explorer])
+def test_every_control_default_is_a_value_the_control_can_hold(make_explorer):
+    explorer = make_explorer()
+    for name, widget in explorer.controls.items():
+        assert _holds(widget), f"{name}: default {widget.value!r} is not on the control's grid"
+    assert explorer.controls["lr"].value == 0.5

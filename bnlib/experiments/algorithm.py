@@ -503,7 +503,7 @@ def bias_blowup(
     chapter="The BN algorithm",
     smoke={"draws": 10},
     quick={},
-    full={"draws": 2000},
+    full={"draws": 1000, "units": 10},
 )
 def batch_statistics_noise(
     batch_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
