@@ -11,7 +11,7 @@ export BNLIB_PROGRESS ?= 0
 CHAPTERS := $(shell grep -l '^jupytext:' chapters/*.md)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: book test lint format install clean clean-cache notebooks browser
+.PHONY: lab book test lint format install clean clean-cache notebooks browser
 
 install: $(STAMP)
 
@@ -31,6 +31,13 @@ test: $(STAMP) lint browser
 	$(PY) -m pytest -m "not book"
 	$(MAKE) book
 	$(PY) -m pytest -m book
+
+# Run the chapters locally: JupyterLab (installed with the project), with the chapters'
+# Markdown opening as notebooks by default (lab/overrides.json: jupytext's viewer).
+lab: $(STAMP)
+	@settings=$$($(PY) -c 'import sys; print(sys.prefix)')/share/jupyter/lab/settings; \
+	mkdir -p $$settings && cp lab/overrides.json $$settings/overrides.json
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. chapters/
 
 # Colab opens .ipynb files only: notebooks/ holds the chapters as notebooks (no outputs).
 notebooks: $(STAMP)

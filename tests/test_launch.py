@@ -97,3 +97,24 @@ def test_colab_url_points_to_the_notebook(tmp_path):
     base = "https://colab.research.google.com/github/o/r/blob/main"
     assert colab_notebook_url(f"{base}/chapters/ch.md", tmp_path) == f"{base}/notebooks/ch.ipynb"
     assert colab_notebook_url(f"{base}/chapters/other.md", tmp_path) == f"{base}/chapters/other.md"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_opening_and_saving_a_chapter_in_jupyterlab_leaves_it_unchanged(chapter, tmp_path):
+    """JupyterLab opens a chapter through jupytext's contents manager, with the
+    repository's jupytext.toml; saving it must write back the same bytes."""
+    from jupyter_server.services.contents.largefilemanager import LargeFileManager
+    from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
+
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "jupytext.toml").write_bytes((REPO / "jupytext.toml").read_bytes())
+    copy = tmp_path / "chapters" / chapter.name
+    copy.write_bytes(chapter.read_bytes())
+    manager = build_sync_jupytext_contents_manager_class(LargeFileManager)(root_dir=str(tmp_path))
+    model = manager.get(f"chapters/{chapter.name}", content=True, type="notebook")
+    assert len(model["content"]["cells"]) > 5
+    manager.save(model, f"chapters/{chapter.name}")
+    assert copy.read_bytes() == chapter.read_bytes(), (
+        f"saving {chapter.name} from JupyterLab rewrites it: canonicalize it with jupytext "
+        "(captions on one line) or adjust jupytext.toml"
+    )
