@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from bnlib.data import Split
+from bnlib.progress import progress_bar
 
 __all__ = [
     "Member",
@@ -34,26 +34,6 @@ __all__ = [
     "progress_bar",
     "train",
 ]
-
-
-def progress_bar(total: int, desc: str, enabled: bool | None = None):
-    """A tqdm bar (the notebook widget in Jupyter), off when ``BNLIB_PROGRESS=0``.
-
-    The book's build sets ``BNLIB_PROGRESS=0``: a bar's frames are noise in static HTML.
-    """
-    from tqdm.auto import tqdm
-
-    if enabled is None:
-        enabled = os.environ.get("BNLIB_PROGRESS", "1").lower() not in ("0", "false", "no")
-    return tqdm(
-        total=total,
-        desc=desc,
-        disable=not enabled,
-        leave=False,
-        mininterval=1.0,
-        unit=" model-steps",
-        unit_scale=True,
-    )
 
 
 def _whole_number(

@@ -54,6 +54,7 @@ NOT_COMPUTATION = (
     "bnlib.cli",
     "bnlib.experiments",  # the registry; the profiles' configs are part of a result's key
     "bnlib.figures",
+    "bnlib.progress",  # progress bars and Stop: how a run is watched, not what it computes
     "bnlib.provenance",
     "bnlib.results",
     "bnlib.sphinx_ext",

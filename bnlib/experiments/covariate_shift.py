@@ -21,9 +21,10 @@ from torch import nn
 from bnlib import data as datasets
 from bnlib import probes
 from bnlib.device import pick_device, seed_everything
-from bnlib.engine import Member, StackedRun, batch_indices, log_steps, progress_bar
+from bnlib.engine import Member, StackedRun, batch_indices, log_steps
 from bnlib.experiments import register
 from bnlib.models import MLP
+from bnlib.progress import progress_bar
 
 __all__ = ["ics_over_training", "ioffe_figure1", "noisy_bn", "sigmoid_saturation"]
 
