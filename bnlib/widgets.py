@@ -78,6 +78,10 @@ def _failure_status(error: BaseException | None) -> str:
     """The status line (HTML) after a run that raised ``error`` (``""``: no error)."""
     if error is None:
         return ""
+    from bnlib.progress import Stopped
+
+    if isinstance(error, Stopped):
+        return f"<b>{html.escape(str(error))}.</b> The figure is the last complete run's."
     if isinstance(error, KeyboardInterrupt):
         return "<b>Interrupted.</b> Change the settings and press Run again."
     if isinstance(error, ValueError):
@@ -134,47 +138,62 @@ class Explorer:
         )
 
     def build(self):
-        """The live explorer: controls, a Run button, a status line and an output area
-        (``ipywidgets.VBox``). Sets ``self.button``, ``self.status``, ``self.output``."""
+        """The live explorer: controls, Run and Stop buttons, a status line, a progress
+        area and an output area (``ipywidgets.VBox``). Sets ``self.button``,
+        ``self.stop_button``, ``self.status``, ``self.progress`` and ``self.output``."""
         import ipywidgets as w
 
+        from bnlib.progress import request_stop
+
         self.output = w.Output()
+        self.progress = w.Output()
         self.status = w.HTML()
         self.button = w.Button(description="Run", button_style="primary", icon="play")
         self.button.on_click(self.run)
+        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
+        self.stop_button.on_click(lambda _: request_stop())
         header = w.HTML(f"<b>{html.escape(self.title)}</b>")
-        return w.VBox([header, *self.controls.values(), self.button, self.status, self.output])
+        buttons = w.HBox([self.button, self.stop_button])
+        return w.VBox(
+            [header, *self.controls.values(), buttons, self.status, self.progress, self.output]
+        )
 
     def run(self, _=None) -> None:
         """Re-run with the controls' values and show the result in the output area.
 
-        Nothing that goes wrong shows as a traceback, and the explorer stays ready for the
-        next run: the status line says ``Interrupted.`` (the kernel was interrupted),
-        ``Cannot run: <message>`` (a ``ValueError``: the experiment refused the settings) or
-        ``Failed: <type>: <message>`` (anything else; the exception is kept in
-        ``self.error``), and the output area is cleared of what the failed run left in it
-        (a progress bar stopped midway, say).
+        The progress bar shows in its own area; the figure of the last complete run stays
+        until the new one is ready. Nothing that goes wrong shows as a traceback, and the
+        explorer stays ready for the next run: the status line says ``Stopped at step n of
+        N.`` (the Stop button: :func:`bnlib.progress.request_stop`), ``Interrupted.`` (the
+        kernel was interrupted), ``Cannot run: <message>`` (a ``ValueError``: the
+        experiment refused the settings) or ``Failed: <type>: <message>`` (anything else;
+        the exception is kept in ``self.error``).
 
         The exception is caught *inside* ``with self.output``: when IPython is active (in
         any kernel) that context manager prints the traceback into the output area and
         swallows the exception, so a handler around the ``with`` would never run.
         """
-        self.button.disabled = True
-        self.status.value = "<i>running... (interrupt the kernel to stop)</i>"
-        error = None
+        from bnlib.progress import stoppable
+
+        self.button.disabled, self.stop_button.disabled = True, False
+        self.status.value = "<i>running... (Stop ends the run)</i>"
+        error = result = None
         try:
-            self.output.clear_output()
-            with self.output:
+            self.progress.clear_output()
+            with self.progress, stoppable():
                 try:
-                    _display_once(self.compute(**self.values()))
+                    result = self.compute(**self.values())
                 except (Exception, KeyboardInterrupt) as caught:
                     error = caught
-            if error is not None:
-                self.output.clear_output()
+            self.progress.clear_output()
+            if error is None:
+                self.output.clear_output(wait=True)
+                with self.output:
+                    _display_once(result)
             self.status.value = _failure_status(error)
         finally:
             self.error = error
-            self.button.disabled = False
+            self.button.disabled, self.stop_button.disabled = False, True
 
     def _ipython_display_(self) -> None:
         from IPython.display import HTML, display

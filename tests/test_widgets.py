@@ -5,7 +5,10 @@ from __future__ import annotations
 import atexit
 import builtins
 import math
+import re
 import sys
+import threading
+import time
 
 import ipywidgets as w
 import pytest
@@ -39,8 +42,11 @@ def test_static_notice_says_how_to_get_a_kernel_and_shows_the_settings():
 
 
 def _interrupts_bad_settings_and_failures_leave_the_explorer_usable():
-    """Runs of an explorer whose compute succeeds, is interrupted, refuses its settings and
-    fails; each one ends with the right status line and the Run button enabled."""
+    """Runs of an explorer whose compute succeeds, is interrupted, refuses its settings,
+    fails and is stopped; each one ends with the right status line, the Run button enabled,
+    and the last complete run's figure left in place."""
+    from bnlib.progress import progress_bar, request_stop
+
     calls, events = [], []
 
     def compute(a, b):
@@ -52,29 +58,48 @@ def _interrupts_bad_settings_and_failures_leave_the_explorer_usable():
             raise ValueError("a must be > 1")
         if b == "y":
             raise RuntimeError("<boom>")
+        if a == 3:  # a long run that the Stop button ends
+            bar = progress_bar(10_000, "long", enabled=False)
+            threading.Timer(0.2, request_stop).start()
+            for _ in range(10_000):
+                time.sleep(0.001)
+                bar.update()
         return f"result {a}{b}"
 
     explorer = make(compute)
     box = explorer.build()
     assert isinstance(box, w.VBox)
-    clear = explorer.output.clear_output
-    explorer.output.clear_output = lambda *a, **k: events.append("clear") or clear(*a, **k)
+    for area in ("output", "progress"):
+        clear = getattr(explorer, area).clear_output
+        getattr(explorer, area).clear_output = lambda *a, _area=area, _clear=clear, **k: (
+            events.append(_area) or _clear(*a, **k)
+        )
 
     explorer.controls["a"].value = 4
     explorer.run()
     assert calls[-1] == (4, "x") and explorer.status.value == "" and explorer.error is None
-    assert events[-1] == "compute"  # the result stays in the output area
+    assert events[-3:] == ["compute", "progress", "output"]  # the new figure replaces the old
+    assert explorer.stop_button.disabled
 
     explorer.controls["a"].value = 5
     explorer.run()
     assert explorer.status.value.startswith("<b>Interrupted.</b>")
     assert not explorer.button.disabled and isinstance(explorer.error, KeyboardInterrupt)
-    assert events[-2:] == ["compute", "clear"]  # e.g. a progress bar stopped midway
+    assert events[-2:] == ["compute", "progress"]  # a stopped bar goes; the figure stays
+
+    explorer.controls["a"].value = 3
+    explorer.run()
+    assert re.fullmatch(
+        r"<b>Stopped at step \d+ of 10000\.</b> The figure is the last complete run's\.",
+        explorer.status.value,
+    ), explorer.status.value
+    assert not explorer.button.disabled and explorer.stop_button.disabled
+    assert events[-2:] == ["compute", "progress"]
 
     explorer.controls["a"].value = 1
     explorer.run()
     assert explorer.status.value == "<b>Cannot run:</b> a must be &gt; 1"
-    assert not explorer.button.disabled and events[-2:] == ["compute", "clear"]
+    assert not explorer.button.disabled and events[-2:] == ["compute", "progress"]
 
     explorer.controls["a"].value = 2
     explorer.controls["b"].value = "y"
