@@ -98,3 +98,31 @@ def test_claims_appendix_lists_every_claim_of_every_chapter():
     for page, anchor, _ in in_chapters:
         assert f"{Path(page).name}.html#{anchor}" in appendix, f"{page}#{anchor} not linked"
     assert re.search(r"\d+ claims in \d+ chapters: \d+ hold, \d+ disagree", appendix)
+
+
+def test_committed_full_results_are_shown_beside_the_quick_ones():
+    """Every experiment a chapter uses has its full-profile note: the committed result's
+    scale, device and date (current, or marked as older code), or a line saying none is
+    committed; and claims made on a committed full result carry its number."""
+    from html import escape
+
+    from bnlib import experiments
+    from bnlib.book import full_result
+    from bnlib.claims import parse_rendered
+
+    notes, with_full = 0, []
+    for page in notebook_chapters():
+        _, text = parse(page)
+        notes += text.count('class="bnlib-full-note')
+        with_full += [c for c in parse_rendered(text) if c.get("full_status")]
+        for match in re.finditer(r'class="bnlib-full-note bnlib-full-current">(.*?)</p>', text):
+            assert re.search(r"Full profile: .*computed on .* on \d{4}-\d\d-\d\d", match[1])
+    experiments._load_all()
+    chapters = ("The BN algorithm", "Internal covariate shift")
+    used = [n for n, e in experiments.REGISTRY.items() if e.chapter in chapters]
+    assert notes >= len(used)
+    if any(full_result(n) for n in used):
+        assert with_full, "no claim carries a full-profile number"
+        _, appendix = parse("chapters/claims")
+        for c in with_full:
+            assert f"<td>{escape(c['full'])}</td>" in appendix, c["text"]
