@@ -158,7 +158,8 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
 
     Args:
         df: :func:`bnlib.experiments.covariate_shift.noisy_bn` output.
-        channel: the unit drawn in the last panel; default the first one measured.
+        channel: the unit drawn in the last panel; default the first one measured. The
+            last panel shows the first seed at learning rate 0.1 (else the first rate).
     """
     colors = {**PALETTE, "standard": PALETTE["no BN"], "noise without BN": "#666666"}
     lrs = sorted(df["lr"].unique())
@@ -180,7 +181,8 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=len(labels), frameon=False)
     channel = df["channel"].dropna().min() if channel is None else channel
-    seed, lr = df["seed"].min(), lrs[0]
+    seed = df["seed"].min()
+    lr = 0.1 if 0.1 in lrs else lrs[0]  # Santurkar et al.'s learning rate, where it was run
     right = axes[-1]
     for variant in ("standard", "BN + noise"):
         part = df[
