@@ -51,7 +51,12 @@ _LIST_KEYS = {
     "shifts": "shifts",
     "shapes": "shapes",
 }
-_COUNT_KEYS = {"draws": "draws", "batches": "batches", "batch_size": "batch size"}
+_COUNT_KEYS = {
+    "draws": "draws",
+    "batches": "batches",
+    "units": "units",
+    "batch_size": "batch size",
+}
 
 
 def profile() -> str:
@@ -167,13 +172,23 @@ def describe_config(config: dict) -> str:
     return ", ".join(parts) or "the registry's full configuration"
 
 
+def format_duration(seconds: float | None) -> str:
+    """``"42 s"``, ``"18 min"`` or ``"2.5 h"``; ``"unknown"`` for None."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _label(stored: FullResult) -> str:
     meta, prov = stored.meta, stored.meta["provenance"]
     date = prov["date"][:10]
-    minutes = meta["wall_time_s"] / 60
     text = (
         f"Full profile: {describe_config(meta['config'])}; computed on {prov['device']} "
-        f"on {date} in {minutes:.0f} min (torch {prov['torch_version']}"
+        f"on {date} in {format_duration(meta['wall_time_s'])} (torch {prov['torch_version']}"
         + (f", CUDA {prov['cuda_version']}" if prov["device"].startswith("cuda") else "")
         + f", bnlib code {meta.get('code_hash', '?')}, git {prov['git_revision']})."
     )

@@ -194,8 +194,16 @@ class Claim:
             f'<div class="bnlib-claim {css}" id="{self.id}" data-claim="{data}">'
             f'<span class="bnlib-claim-badge">{badge}</span> '
             f'<span class="bnlib-claim-text">{html.escape(self.text)}</span> '
+            f"{self._book_html()}{self._full_html()}{paper}</div>"
+        )
+
+    def _book_html(self) -> str:
+        if not self.book:  # a claim about the full profile only
+            return ""
+        only = " (about this profile only)" if self.only == self.profile else ""
+        return (
             f'<span class="bnlib-claim-book">book ({html.escape(self.profile)} profile): '
-            f"{html.escape(self.book)}</span>{self._full_html()}{paper}</div>"
+            f"{html.escape(self.book)}{only}</span>"
         )
 
     def _full_html(self) -> str:

@@ -23,7 +23,7 @@ import time
 import pandas as pd
 
 from bnlib import experiments
-from bnlib.book import full_result
+from bnlib.book import format_duration, full_result
 from bnlib.provenance import device_description
 from bnlib.results import cache_key, results_dir
 
@@ -88,16 +88,6 @@ def estimate_seconds(name: str, device: str | None = None) -> float | None:
     return quick["wall_time_s"] * ratio
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def status(device: str | None = None) -> pd.DataFrame:
     """One row per registered experiment.
 
@@ -117,7 +107,7 @@ def status(device: str | None = None) -> pd.DataFrame:
                 "chapter": experiments.REGISTRY[name].chapter,
                 "quick": "cached" if _cached_meta(name, "quick") else "-",
                 "full": full,
-                "full run here": _duration(estimate_seconds(name, device)),
+                "full run here": format_duration(estimate_seconds(name, device)),
             }
         )
     return pd.DataFrame(rows)
@@ -166,7 +156,7 @@ def run_all(profile: str, device: str, force: bool = False) -> list[str]:
     if profile == "full":
         unknown = [n for n, v in estimates.items() if v is None]
         print(
-            f"estimated time: {_duration(total)}"
+            f"estimated time: {format_duration(total)}"
             + (
                 f" plus {len(unknown)} without an estimate ({', '.join(unknown)})"
                 if unknown
@@ -179,15 +169,15 @@ def run_all(profile: str, device: str, force: bool = False) -> list[str]:
     for i, name in enumerate(names, 1):
         eta = estimates[name]
         print(
-            f"[{i}/{len(names)}] {name}: estimated {_duration(eta)}; "
-            f"about {_duration(left)} left in all"
+            f"[{i}/{len(names)}] {name}: estimated {format_duration(eta)}; "
+            f"about {format_duration(left)} left in all"
         )
         sys.stdout.flush()
         start = time.perf_counter()
         result = experiments.run(name, profile, device=device, force=force)
         took = time.perf_counter() - start
         left = max(0.0, left - (eta if eta is not None else 0.0))
-        print(f"  done in {_duration(took)} -> {result.path}")
+        print(f"  done in {format_duration(took)} -> {result.path}")
     return names
 
 
