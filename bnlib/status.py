@@ -202,6 +202,12 @@ def _compare(stored: pd.DataFrame, fresh: pd.DataFrame, rtol: float, atol: float
     if "step" in keys:  # rows past the prefix's last step exist only in the stored run
         stored = stored[stored["step"] <= fresh["step"].max()]
         fresh = fresh[fresh["step"] < fresh["step"].max()]  # the prefix's last step is its end
+    if fresh[keys].duplicated().any():  # rows without a unique key: compare in order
+        if len(fresh) != len(stored):
+            return f"{len(fresh)} rows now, {len(stored)} stored"
+        fresh, stored = fresh.reset_index(drop=True), stored.reset_index(drop=True)
+        keys = ["row"]
+        fresh, stored = fresh.assign(row=fresh.index), stored.assign(row=stored.index)
     both = fresh.merge(stored, on=keys, suffixes=("_fresh", "_stored"), how="inner")
     if both.empty:
         return "no rows in common (the result's layout changed)"
