@@ -31,6 +31,7 @@ Enable it in ``_config.yml`` with ``sphinx: extra_extensions: [bnlib.sphinx_ext]
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -67,8 +68,22 @@ def stamp_source(text: str, digest: str) -> str:
     return "".join(lines)
 
 
+def committed_results_hash(length: int = 8) -> str:
+    """Hash of the committed full-profile results' metadata (``results/full/*/*.json``):
+    the chapters show them, so a new or recomputed full result re-executes the chapters."""
+    from bnlib.results import results_dir
+
+    digest = hashlib.sha256()
+    for path in sorted((results_dir() / "full").glob("*/*.json")):
+        digest.update(path.parent.name.encode() + b"/" + path.name.encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:length]
+
+
 def _on_config_inited(app: Any, config: Any) -> None:
-    config.bnlib_source_hash = source_hash(config.bnlib_hash_package or None)
+    config.bnlib_source_hash = (
+        f"{source_hash(config.bnlib_hash_package or None)}, full results {committed_results_hash()}"
+    )
 
 
 def _on_source_read(app: Any, docname: str, source: list[str]) -> None:

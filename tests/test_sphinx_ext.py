@@ -109,3 +109,16 @@ def test_sphinx_build_reexecutes_only_after_a_package_change(tmp_path):
     assert _build(src) == first, "an unchanged book must come from the cache"
     (package / "engine.py").write_text((package / "engine.py").read_text() + "\n# edit\n")
     assert _build(src) != first, "a changed package must re-execute the page"
+
+
+def test_the_execution_stamp_follows_the_committed_full_results(tmp_path, monkeypatch):
+    from bnlib.sphinx_ext import committed_results_hash
+
+    monkeypatch.setenv("BNLIB_RESULTS", str(tmp_path))
+    empty = committed_results_hash()
+    folder = tmp_path / "full" / "some_experiment"
+    folder.mkdir(parents=True)
+    (folder / "abc.json").write_text('{"key": "abc"}')
+    first = committed_results_hash()
+    (folder / "abc.json").write_text('{"key": "abc", "wall_time_s": 2}')
+    assert len({empty, first, committed_results_hash()}) == 3
