@@ -269,30 +269,20 @@ def claim(
     holds = bool(holds)
     book_text = _format_book(book)
     status = DISAGREES if disagrees else HOLDS
-    if _ENFORCE.get() is False or profile == "smoke":
-        if holds == disagrees:
-            status = DOES_NOT_HOLD if not disagrees else AGREES_NOW
-        return Claim(
-            text=text.strip(),
-            holds=holds,
-            book=book_text,
-            paper=paper or "",
-            cite=cite or "",
-            status=status,
-            profile=profile,
-            id=anchor,
-            only=only or "",
-        )
-    if not disagrees and not holds:
-        raise ClaimFailed(
-            f"the book's data do not support this claim: {text!r} (book: {book_text}). "
-            "Change the text to say what the data show."
-        )
-    if disagrees and holds:
-        raise ClaimFailed(
-            f"declared as a disagreement with the paper, but the book's data now agree: "
-            f"{text!r} (book: {book_text}). Rewrite the text that discusses the disagreement."
-        )
+    enforced = _ENFORCE.get() is not False and profile != "smoke"
+    if holds == disagrees:  # not supported, or a declared disagreement the data no longer show
+        if enforced and not disagrees:
+            raise ClaimFailed(
+                f"the book's data do not support this claim: {text!r} (book: {book_text}). "
+                "Change the text to say what the data show."
+            )
+        if enforced:
+            raise ClaimFailed(
+                f"declared as a disagreement with the paper, but the book's data now agree: "
+                f"{text!r} (book: {book_text}). Rewrite the text that discusses the "
+                "disagreement."
+            )
+        status = AGREES_NOW if disagrees else DOES_NOT_HOLD
     return Claim(
         text=text.strip(),
         holds=holds,

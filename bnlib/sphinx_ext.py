@@ -81,8 +81,11 @@ def committed_results_hash(length: int = 8) -> str:
 
 
 def _on_config_inited(app: Any, config: Any) -> None:
-    config.bnlib_source_hash = (
-        f"{source_hash(config.bnlib_hash_package or None)}, full results {committed_results_hash()}"
+    from bnlib.experiments import profile_name
+
+    config.bnlib_source_hash = (  # the profile too: BNLIB_PROFILE=full must not reuse quick runs
+        f"{source_hash(config.bnlib_hash_package or None)}, full results "
+        f"{committed_results_hash()}, profile {profile_name()}"
     )
 
 

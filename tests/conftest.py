@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -35,3 +37,43 @@ def data_root() -> Path:
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+def execute_chapter(chapter: Path, tmp_path: Path, python: str | Path = sys.executable):
+    """Run a chapter as a notebook in a fresh kernel of ``python`` (nbclient), as a reader's
+    Jupyter would, at the ``smoke`` profile; returns the executed notebook.
+
+    The kernel runs in a separate process, away from the state other tests leave in this
+    one; a failure shows the end of nbclient's output.
+    """
+    import jupytext
+    import nbformat
+
+    notebook = tmp_path / f"{chapter.stem}.ipynb"
+    jupytext.write(jupytext.read(chapter), notebook)
+    env = {k: v for k, v in os.environ.items() if k not in ("BNLIB_BOOK_BUILD", "PYTHONPATH")}
+    env.update(BNLIB_PROFILE="smoke", BNLIB_PROGRESS="0", BNLIB_RESULTS=str(tmp_path / "res"))
+    done = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "from nbclient.cli import main; main()",
+            "--inplace",
+            "--timeout=300",
+            "--kernel_name=python3",
+            str(notebook),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return nbformat.read(notebook, as_version=4)
+
+
+@pytest.fixture
+def run_chapter():
+    """:func:`execute_chapter`, for tests that run chapters as notebooks."""
+    return execute_chapter

@@ -9,12 +9,10 @@ installs torch into a new environment.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import jupytext
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,25 +49,5 @@ def binder_python(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_runs_in_binders_environment(binder_python, chapter, tmp_path):
-    notebook = tmp_path / f"{chapter.stem}.ipynb"
-    jupytext.write(jupytext.read(chapter), notebook)
-    env = {k: v for k, v in os.environ.items() if k not in ("BNLIB_BOOK_BUILD", "PYTHONPATH")}
-    env.update(BNLIB_PROFILE="smoke", BNLIB_PROGRESS="0", BNLIB_RESULTS=str(tmp_path / "res"))
-    done = subprocess.run(
-        [
-            str(binder_python),
-            "-c",
-            "from nbclient.cli import main; main()",
-            "--inplace",
-            "--timeout=300",
-            "--kernel_name=python3",
-            str(notebook),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def test_chapter_runs_in_binders_environment(binder_python, chapter, tmp_path, run_chapter):
+    run_chapter(chapter, tmp_path, python=binder_python)

@@ -9,13 +9,8 @@ tests leave in this one (event loops, widget comms).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import jupytext
-import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,29 +19,8 @@ CHAPTERS = sorted(p for p in (REPO / "chapters").glob("*.md") if "jupytext:" in 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_runs_as_a_notebook(chapter, tmp_path):
-    notebook = tmp_path / f"{chapter.stem}.ipynb"
-    jupytext.write(jupytext.read(chapter), notebook)
-    env = {k: v for k, v in os.environ.items() if k != "BNLIB_BOOK_BUILD"}  # a reader's kernel
-    env.update(BNLIB_PROFILE="smoke", BNLIB_PROGRESS="0", BNLIB_RESULTS=str(tmp_path / "res"))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from nbclient.cli import main; main()",
-            "--inplace",
-            "--timeout=300",
-            "--kernel_name=python3",
-            str(notebook),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    executed = nbformat.read(notebook, as_version=4)
+def test_chapter_runs_as_a_notebook(chapter, tmp_path, run_chapter):
+    executed = run_chapter(chapter, tmp_path)
     outputs = [o for c in executed.cells for o in c.get("outputs", [])]
     errors = [o for o in outputs if o.get("output_type") == "error"]
     assert not errors, errors[0]
