@@ -168,15 +168,16 @@ def noisy_bn(df: pd.DataFrame, channel: int | None = None) -> Figure:
     axes = [fig.add_subplot(grid[0, i]) for i in range(len(lrs))]
     axes.append(fig.add_subplot(grid[1, :]))
     acc = df[(df["metric"] == "train accuracy") & (df["step"] > 0)]
-    for ax, lr in zip(axes, lrs):
+    for i, (ax, lr) in enumerate(zip(axes, lrs)):
         for variant, part in acc[acc["lr"] == lr].groupby("variant", sort=False):
             _band(ax, part, "step", "value", colors[variant], variant)
         ax.set(
             xscale="log",
-            xlabel="training step (log scale)",
-            ylabel="training accuracy",
+            # with more than two panels a row, the labels would collide: say it once
+            xlabel="training step (log scale)" if len(lrs) <= 2 else "step",
+            ylabel="training accuracy" if i == 0 else "",
             ylim=(0, 1),
-            title=f"learning rate {lr:g}",
+            title=f"learning rate {lr:g}" if len(lrs) <= 2 else f"lr {lr:g}",
         )
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=len(labels), frameon=False)
