@@ -183,6 +183,16 @@ def run_all(profile: str, device: str, force: bool = False) -> list[str]:
 
 #: Steps of a drift check's prefix run (see :func:`drift`).
 PREFIX_STEPS = 40
+#: Experiments whose shorter run is not a prefix of the full one, with the reason; their
+#: drift check compares the code hash only. (Known issue: noisy BN's measurements at the
+#: logged steps draw from the same random stream as the training noise, so a run logged
+#: at other steps trains with other noise. Fixing it changes the experiment's code and
+#: needs its full run again.)
+NO_PREFIX = {
+    "noisy_bn": "its measurements at the logged steps draw from the training noise's random "
+    "stream, so a run with other logged steps trains with other noise",
+}
+
 #: Float columns of tidy results that identify a row rather than measure something.
 IDENTIFIERS = frozenset({"step", "lr", "channel", "contrast", "shift", "x"})
 
@@ -228,7 +238,8 @@ def drift(name: str, rtol: float = 2e-3, atol: float = 2e-3) -> tuple[int, str |
     The prefix run uses the full profile's config with the step arguments cut to
     :data:`PREFIX_STEPS` (an experiment without step arguments is recomputed whole; one
     that trains and then measures only once at the end, with no ``step`` column, has no
-    prefix in common with its full run, so only its code hash is compared); rows logged
+    prefix in common with its full run, so only its code hash is compared, as for the
+    experiments in :data:`NO_PREFIX`); rows logged
     at the same steps (before the prefix's last step,
     where a run ends and final evaluations differ) are compared within ``rtol``/``atol``
     (float32 results differ slightly between torch versions; a change to the computation
@@ -250,7 +261,9 @@ def drift(name: str, rtol: float = 2e-3, atol: float = 2e-3) -> tuple[int, str |
         f"regenerate it with `python -m bnlib run {name} --profile full --force` and commit "
         f"results/full/{name}"
     )
-    if "step" not in stored.frame.columns and config != stored.meta["config"]:
+    if name in NO_PREFIX or (
+        "step" not in stored.frame.columns and config != stored.meta["config"]
+    ):
         # trained, then measured once at the end: a prefix has nothing in common with it,
         # so only the code hash can be compared
         if stored.current:

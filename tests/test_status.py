@@ -81,10 +81,14 @@ def test_run_all_runs_what_is_missing_once_and_says_so(results, capsys, monkeypa
 @pytest.mark.skipif(not COMMITTED, reason="no full result is committed in results/full")
 @pytest.mark.parametrize("name", COMMITTED)
 def test_committed_full_result_is_reproduced_by_the_current_code(name, monkeypatch):
+    from bnlib.book import full_result
+
     monkeypatch.setenv("BNLIB_RESULTS", str(REPO / "results"))
     compared, problem = status.drift(name)
     assert problem is None, problem
-    assert compared > 0
+    stored = full_result(name)
+    if name not in status.NO_PREFIX and "step" in stored.frame.columns:
+        assert compared > 0, "no rows of the prefix run were compared"
 
 
 @pytest.mark.parametrize("name", COMMITTED)
