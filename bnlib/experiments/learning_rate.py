@@ -27,31 +27,25 @@ def lr_grid(low: float, high: float, count: int) -> list[float]:
     return [float(v) for v in np.geomspace(low, high, count)]
 
 
+#: The quick profile of :func:`lr_sweep` (the smoke profile is the same sweep, shortened).
+_QUICK_SWEEP = {
+    "architecture": "mlp",
+    "config": {"activation": "relu"},
+    "dataset": "mnist",
+    "lr_range": [1e-3, 30.0],
+    "lr_count": 16,
+    "seeds": [0],
+    "steps": 1000,
+    "batch_size": 60,
+    "norms": ["none", "torch"],
+}
+
+
 @register(
     "lr_sweep",
     chapter="Large learning rates",
-    smoke={
-        "architecture": "mlp",
-        "config": {"activation": "relu"},
-        "dataset": "mnist",
-        "lr_range": [1e-2, 10.0],
-        "lr_count": 3,
-        "seeds": [0],
-        "steps": 10,
-        "batch_size": 60,
-        "norms": ["none", "torch"],
-    },
-    quick={
-        "architecture": "mlp",
-        "config": {"activation": "relu"},
-        "dataset": "mnist",
-        "lr_range": [1e-3, 30.0],
-        "lr_count": 16,
-        "seeds": [0],
-        "steps": 1000,
-        "batch_size": 60,
-        "norms": ["none", "torch"],
-    },
+    smoke={**_QUICK_SWEEP, "lr_range": [1e-2, 10.0], "lr_count": 3, "steps": 10},
+    quick=_QUICK_SWEEP,
     full={
         "architecture": "resnet",
         "config": {"depth": 20},
