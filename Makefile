@@ -34,16 +34,20 @@ test: $(STAMP) lint browser
 
 # Run the chapters locally: JupyterLab (installed with the project), with the chapters'
 # Markdown opening as notebooks by default (lab/overrides.json: jupytext's viewer).
+# (--allow-root: containers often run as root, which JupyterLab refuses otherwise.)
 lab: $(STAMP)
 	@settings=$$($(PY) -c 'import sys; print(sys.prefix)')/share/jupyter/lab/settings; \
 	mkdir -p $$settings && cp lab/overrides.json $$settings/overrides.json
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. chapters/
+	BNLIB_PROGRESS=1 $(VENV)/bin/jupyter lab --ServerApp.root_dir=. \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) chapters/
 
 # Colab opens .ipynb files only: notebooks/ holds the chapters as notebooks (no outputs).
+# --update keeps the cell ids of an existing notebook, so that diffs show real changes.
 notebooks: $(STAMP)
 	@mkdir -p notebooks
 	@for f in $(CHAPTERS); do \
-	  $(VENV)/bin/jupytext --quiet --to ipynb --output notebooks/$$(basename $${f%.md}).ipynb $$f; \
+	  out=notebooks/$$(basename $${f%.md}).ipynb; \
+	  $(VENV)/bin/jupytext --quiet --to ipynb $$( [ -f $$out ] && echo --update ) --output $$out $$f; \
 	done
 
 # The browser test drives Debian's Chromium (no tool can download its own browser here).

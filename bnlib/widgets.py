@@ -4,13 +4,15 @@ settings and redraw its figure, in Jupyter, Binder or Colab.
 An explorer needs a running kernel. In the built HTML book there is none, so there an
 explorer shows the figure its default settings produce, and says how to launch the
 chapter to change them (Binder, Colab, or a local Jupyter), instead of a slider that looks
-alive but does nothing. Experiments show their progress; interrupting the kernel
-(the stop button of Jupyter) stops a run and leaves the explorer ready for another.
+alive but does nothing. A run shows its progress, and the explorer's Stop button ends it
+within about a training step (so does interrupting the kernel, for the first run, which
+runs in the cell); either way the explorer is left ready for another run.
 """
 
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import Callable
 
 from bnlib.figures.interactive import in_book_build
@@ -66,12 +68,32 @@ def _display_once(result) -> None:
     from IPython.display import display
 
     display(result)
+    _close_if_figure(result)
+
+
+def _close_if_figure(result) -> None:
     from matplotlib.figure import Figure
 
     if isinstance(result, Figure):
         import matplotlib.pyplot as plt
 
         plt.close(result)
+
+
+def _output_of(result) -> dict:
+    """``result`` as one display-data output of an ``ipywidgets.Output`` (its ``outputs``
+    entry), formatted as the kernel would display it (a figure: PNG).
+
+    Setting ``Output.outputs`` works from any thread, unlike ``with output:``, which
+    routes by the message being handled by the thread that runs the cell."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        data, metadata = {"text/plain": repr(result)}, {}
+    else:
+        data, metadata = shell.display_formatter.format(result)
+    return {"output_type": "display_data", "data": data, "metadata": metadata}
 
 
 def _failure_status(error: BaseException | None) -> str:
@@ -113,7 +135,7 @@ class Explorer:
         self.title, self.controls, self.compute = title, controls, compute
         self.chapter = chapter
         self.defaults = defaults or {name: w.value for name, w in controls.items()}
-        self._box = None
+        self._control = self._thread = None
         self.error: BaseException | None = None
 
     def values(self) -> dict:
@@ -139,60 +161,90 @@ class Explorer:
 
     def build(self):
         """The live explorer: controls, Run and Stop buttons, a status line, a progress
-        area and an output area (``ipywidgets.VBox``). Sets ``self.button``,
-        ``self.stop_button``, ``self.status``, ``self.progress`` and ``self.output``."""
+        bar and an output area (``ipywidgets.VBox``). Sets ``self.button``,
+        ``self.stop_button``, ``self.status``, ``self.progress`` (a box holding
+        ``self.progress_bar`` and ``self.progress_label``, shown only while a run goes)
+        and ``self.output``."""
         import ipywidgets as w
 
-        from bnlib.progress import request_stop
-
         self.output = w.Output()
-        self.progress = w.Output()
+        self.progress_bar = w.IntProgress(value=0, min=0, max=1, bar_style="info")
+        self.progress_label = w.Label()
+        self.progress = w.HBox(
+            [self.progress_bar, self.progress_label], layout=w.Layout(display="none")
+        )
         self.status = w.HTML()
         self.button = w.Button(description="Run", button_style="primary", icon="play")
-        self.button.on_click(self.run)
+        self.button.on_click(lambda _: self.start())
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
-        self.stop_button.on_click(lambda _: request_stop())
+        self.stop_button.on_click(lambda _: self.stop())
         header = w.HTML(f"<b>{html.escape(self.title)}</b>")
         buttons = w.HBox([self.button, self.stop_button])
         return w.VBox(
             [header, *self.controls.values(), buttons, self.status, self.progress, self.output]
         )
 
+    def start(self) -> threading.Thread | None:
+        """Run (as :meth:`run`) in a new thread, and return the thread (``None`` when a
+        run is going already). The Run button calls this: the callback returns at once,
+        so that the kernel handles the Stop button's click while the run goes, whichever
+        thread (main or subshell) handles widget messages."""
+        if self._thread is not None and self._thread.is_alive():
+            return None
+        self._thread = threading.Thread(target=self.run, name="bnlib explorer", daemon=True)
+        self._running()
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        """Stop the run going, if any, at its next training step (the Stop button)."""
+        if self._control is not None:
+            self._control.stop()
+
+    def _running(self) -> None:
+        self.button.disabled, self.stop_button.disabled = True, False
+        self.status.value = "<i>running... (Stop ends the run)</i>"
+
+    def _show_progress(self, desc: str, done: int, total: int) -> None:
+        self.progress_bar.max = max(total, 1)
+        self.progress_bar.value = min(done, total)
+        self.progress_label.value = f"{desc}: {done:,} of {total:,} steps"
+        self.progress.layout.display = "flex"
+
     def run(self, _=None) -> None:
-        """Re-run with the controls' values and show the result in the output area.
+        """Re-run with the controls' values (in this thread) and show the result.
 
-        The progress bar shows in its own area; the figure of the last complete run stays
-        until the new one is ready. Nothing that goes wrong shows as a traceback, and the
-        explorer stays ready for the next run: the status line says ``Stopped at step n of
-        N.`` (the Stop button: :func:`bnlib.progress.request_stop`), ``Interrupted.`` (the
-        kernel was interrupted), ``Cannot run: <message>`` (a ``ValueError``: the
-        experiment refused the settings) or ``Failed: <type>: <message>`` (anything else;
-        the exception is kept in ``self.error``).
+        The progress bar shows while the run goes; the figure of the last complete run
+        stays until the new one is ready. Nothing that goes wrong shows as a traceback,
+        and the explorer stays ready for the next run: the status line says ``Stopped at
+        step n of N.`` (the Stop button: :meth:`stop`), ``Interrupted.`` (the kernel was
+        interrupted: this reaches a run in the main thread, started by running the cell),
+        ``Cannot run: <message>`` (a ``ValueError``: the experiment refused the settings)
+        or ``Failed: <type>: <message>`` (anything else; the exception is kept in
+        ``self.error``).
 
-        The exception is caught *inside* ``with self.output``: when IPython is active (in
-        any kernel) that context manager prints the traceback into the output area and
-        swallows the exception, so a handler around the ``with`` would never run.
+        The figure goes to the output area by setting its ``outputs``, which works from a
+        worker thread (:meth:`start`) as from the main thread.
         """
         from bnlib.progress import stoppable
 
-        self.button.disabled, self.stop_button.disabled = True, False
-        self.status.value = "<i>running... (Stop ends the run)</i>"
+        self._running()
         error = result = None
         try:
-            self.progress.clear_output()
-            with self.progress, stoppable():
+            with stoppable(on_progress=self._show_progress) as self._control:
                 try:
                     result = self.compute(**self.values())
                 except (Exception, KeyboardInterrupt) as caught:
                     error = caught
-            self.progress.clear_output()
             if error is None:
-                self.output.clear_output(wait=True)
-                with self.output:
-                    _display_once(result)
+                try:
+                    self.output.outputs = (_output_of(result),)
+                finally:
+                    _close_if_figure(result)
             self.status.value = _failure_status(error)
         finally:
-            self.error = error
+            self.error, self._control = error, None
+            self.progress.layout.display = "none"
             self.button.disabled, self.stop_button.disabled = False, True
 
     def _ipython_display_(self) -> None:

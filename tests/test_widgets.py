@@ -41,25 +41,30 @@ def test_static_notice_says_how_to_get_a_kernel_and_shows_the_settings():
     assert "mybinder.org" in notice and "colab.research.google.com" in notice
 
 
+def _shown(explorer) -> str:
+    """The text of what the explorer's output area shows (one output: the last figure)."""
+    (output,) = explorer.output.outputs
+    return output["data"]["text/plain"]
+
+
 def _interrupts_bad_settings_and_failures_leave_the_explorer_usable():
     """Runs of an explorer whose compute succeeds, is interrupted, refuses its settings,
     fails and is stopped; each one ends with the right status line, the Run button enabled,
-    and the last complete run's figure left in place."""
+    the progress bar hidden, and the last complete run's figure left in place."""
     from bnlib.progress import progress_bar, request_stop
 
-    calls, events = [], []
+    calls = []
 
     def compute(a, b):
         calls.append((a, b))
-        events.append("compute")
         if a == 5:
             raise KeyboardInterrupt
         if a == 1:
             raise ValueError("a must be > 1")
         if b == "y":
             raise RuntimeError("<boom>")
-        if a == 3:  # a long run that the Stop button ends
-            bar = progress_bar(10_000, "long", enabled=False)
+        if a == 3:  # a long run that a stop request ends
+            bar = progress_bar(10_000, "long")
             threading.Timer(0.2, request_stop).start()
             for _ in range(10_000):
                 time.sleep(0.001)
@@ -69,23 +74,24 @@ def _interrupts_bad_settings_and_failures_leave_the_explorer_usable():
     explorer = make(compute)
     box = explorer.build()
     assert isinstance(box, w.VBox)
-    for area in ("output", "progress"):
-        clear = getattr(explorer, area).clear_output
-        getattr(explorer, area).clear_output = lambda *a, _area=area, _clear=clear, **k: (
-            events.append(_area) or _clear(*a, **k)
+
+    def ready():
+        return (
+            not explorer.button.disabled
+            and explorer.stop_button.disabled
+            and explorer.progress.layout.display == "none"
         )
 
     explorer.controls["a"].value = 4
     explorer.run()
     assert calls[-1] == (4, "x") and explorer.status.value == "" and explorer.error is None
-    assert events[-3:] == ["compute", "progress", "output"]  # the new figure replaces the old
-    assert explorer.stop_button.disabled
+    assert _shown(explorer) == "'result 4x'" and ready()
 
     explorer.controls["a"].value = 5
     explorer.run()
     assert explorer.status.value.startswith("<b>Interrupted.</b>")
-    assert not explorer.button.disabled and isinstance(explorer.error, KeyboardInterrupt)
-    assert events[-2:] == ["compute", "progress"]  # a stopped bar goes; the figure stays
+    assert isinstance(explorer.error, KeyboardInterrupt) and ready()
+    assert _shown(explorer) == "'result 4x'"  # the last complete run's figure stays
 
     explorer.controls["a"].value = 3
     explorer.run()
@@ -93,24 +99,24 @@ def _interrupts_bad_settings_and_failures_leave_the_explorer_usable():
         r"<b>Stopped at step \d+ of 10000\.</b> The figure is the last complete run's\.",
         explorer.status.value,
     ), explorer.status.value
-    assert not explorer.button.disabled and explorer.stop_button.disabled
-    assert events[-2:] == ["compute", "progress"]
+    assert _shown(explorer) == "'result 4x'" and ready()
+    assert 0 < explorer.progress_bar.value < 10_000  # the bar showed the run's progress
+    assert explorer.progress_bar.max == 10_000
 
     explorer.controls["a"].value = 1
     explorer.run()
-    assert explorer.status.value == "<b>Cannot run:</b> a must be &gt; 1"
-    assert not explorer.button.disabled and events[-2:] == ["compute", "progress"]
+    assert explorer.status.value == "<b>Cannot run:</b> a must be &gt; 1" and ready()
 
     explorer.controls["a"].value = 2
     explorer.controls["b"].value = "y"
     explorer.run()
     assert explorer.status.value == "<b>Failed:</b> RuntimeError: &lt;boom&gt;"
-    assert not explorer.button.disabled and isinstance(explorer.error, RuntimeError)
+    assert isinstance(explorer.error, RuntimeError) and ready()
 
     explorer.controls["b"].value = "x"
     explorer.run()
     assert calls[-1] == (2, "x") and explorer.status.value == "" and explorer.error is None
-    assert not explorer.button.disabled
+    assert _shown(explorer) == "'result 2x'" and ready()
 
 
 def test_live_run_uses_the_controls_and_survives_interrupts_and_bad_settings():
@@ -159,6 +165,74 @@ def test_live_run_under_ipython_reports_interrupts_and_errors_in_the_status_line
     monkeypatch.setattr(ipython_shell, "showtraceback", lambda *a, **k: tracebacks.append(a))
     _interrupts_bad_settings_and_failures_leave_the_explorer_usable()
     assert tracebacks == []  # nothing shown as a traceback in the output area
+
+
+def _long_compute(steps: int = 1_000_000):
+    """A stand-in experiment: ``steps`` steps of 1 ms each, reported to a progress bar."""
+    from bnlib.progress import progress_bar
+
+    def compute(a, b):
+        bar = progress_bar(steps, f"run {a}{b}")
+        for _ in range(steps):
+            time.sleep(0.001)
+            bar.update()
+        bar.close()
+        return f"result {a}{b}"
+
+    return compute
+
+
+def _wait(condition, seconds: float = 10.0) -> float:
+    """Wait until ``condition()`` holds; return the seconds it took (fails after
+    ``seconds``)."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < seconds, "timed out"
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def test_a_run_started_by_the_run_button_goes_in_a_thread_and_stop_ends_it_within_a_second():
+    """The Run button's callback returns at once (the run goes in a worker thread), so a
+    Stop click, handled in any thread (a kernel's main thread or a subshell thread), ends
+    the run within about a second; the status says so and the next run works."""
+    explorer = make(_long_compute())
+    explorer.build()
+    explorer.button.click()  # as a click from the browser: returns at once
+    thread = explorer._thread
+    assert thread is not None and thread.is_alive() and explorer.button.disabled
+    _wait(lambda: explorer.progress_bar.value > 0)
+    assert explorer.progress.layout.display == "flex"
+    assert explorer.progress_label.value.startswith("run 3x: ")
+    assert explorer.start() is None  # one run at a time
+
+    clicker = threading.Thread(target=explorer.stop_button.click)  # another thread
+    clicked = time.monotonic()
+    clicker.start()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - clicked < 1.0
+    assert re.fullmatch(r"<b>Stopped at step \d+ of 1000000\.</b>.*", explorer.status.value)
+    assert not explorer.button.disabled and explorer.stop_button.disabled
+    assert explorer.output.outputs == ()  # nothing complete to show yet
+
+    explorer.compute = _long_compute(20)
+    explorer.controls["a"].value = 4
+    explorer.button.click()
+    explorer._thread.join(5)
+    assert explorer.status.value == "" and _shown(explorer) == "'result 4x'"
+
+
+def test_stop_ends_only_its_own_explorer_run():
+    first, second = make(_long_compute()), make(_long_compute(300))
+    for explorer in (first, second):
+        explorer.build()
+        explorer.start()
+    _wait(lambda: first.progress_bar.value > 0 and second.progress_bar.value > 0)
+    first.stop()
+    first._thread.join(5)
+    second._thread.join(10)
+    assert first.status.value.startswith("<b>Stopped at step")
+    assert second.status.value == "" and _shown(second) == "'result 3x'"
 
 
 class Recorded(Exception):
