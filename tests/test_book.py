@@ -75,7 +75,7 @@ def test_chapter_shows_its_provenance(page):
 
 
 def test_bibliography_and_cross_references_resolve():
-    _, text = parse("chapters/references")
+    _, text = parse("pages/references")
     for author in ("Ioffe", "Bjorck", "Santurkar"):
         assert author in text
     _, chapter = parse("chapters/bn_algorithm")
@@ -92,7 +92,7 @@ def test_claims_appendix_lists_every_claim_of_every_chapter():
         found = parse_rendered(text)
         in_chapters += [(page, c["id"], c["text"]) for c in found]
     assert len(in_chapters) >= 20, "the chapters state too few claims"
-    _, appendix = parse("chapters/claims")
+    _, appendix = parse("pages/claims")
     rows = re.findall(r"<tr class='bnlib-claim-[a-z]+'>(.*?)</tr>", appendix, flags=re.S)
     assert len(rows) == len(in_chapters)
     for page, anchor, _ in in_chapters:
@@ -123,6 +123,6 @@ def test_committed_full_results_are_shown_beside_the_quick_ones():
     assert notes >= len(used)
     if any(full_result(n) for n in used):
         assert with_full, "no claim carries a full-profile number"
-        _, appendix = parse("chapters/claims")
+        _, appendix = parse("pages/claims")
         for c in with_full:
             assert f"<td>{escape(c['full'])}</td>" in appendix, c["text"]

@@ -99,22 +99,37 @@ def test_colab_url_points_to_the_notebook(tmp_path):
     assert colab_notebook_url(f"{base}/chapters/other.md", tmp_path) == f"{base}/chapters/other.md"
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
-def test_opening_and_saving_a_chapter_in_jupyterlab_leaves_it_unchanged(chapter, tmp_path):
-    """JupyterLab opens a chapter through jupytext's contents manager, with the
-    repository's jupytext.toml; saving it must write back the same bytes."""
+PAGES = sorted((REPO / "pages").glob("*.md"))
+#: The kernelspec JupyterLab writes into a notebook once its kernel has started.
+LAB_KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
+def test_the_plain_pages_are_not_notebooks():
+    assert PAGES and not any("jupytext:" in p.read_text()[:400] for p in PAGES)
+
+
+@pytest.mark.parametrize("page", CHAPTERS + PAGES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_opening_and_saving_a_page_in_jupyterlab_leaves_it_unchanged(page, tmp_path):
+    """JupyterLab opens every Markdown page (a chapter or a plain page) as a notebook
+    through jupytext's contents manager, with the repository's jupytext.toml files, and
+    sets the kernelspec once the kernel starts; saving must write back the same bytes."""
     from jupyter_server.services.contents.largefilemanager import LargeFileManager
     from jupytext.sync_contentsmanager import build_sync_jupytext_contents_manager_class
 
-    (tmp_path / "chapters").mkdir()
-    (tmp_path / "jupytext.toml").write_bytes((REPO / "jupytext.toml").read_bytes())
-    copy = tmp_path / "chapters" / chapter.name
-    copy.write_bytes(chapter.read_bytes())
+    for config in [REPO / "jupytext.toml", *REPO.glob("*/jupytext.toml")]:
+        copy = tmp_path / config.relative_to(REPO)
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(config.read_bytes())
+    path = page.relative_to(REPO).as_posix()
+    copy = tmp_path / path
+    copy.parent.mkdir(exist_ok=True)
+    copy.write_bytes(page.read_bytes())
     manager = build_sync_jupytext_contents_manager_class(LargeFileManager)(root_dir=str(tmp_path))
-    model = manager.get(f"chapters/{chapter.name}", content=True, type="notebook")
-    assert len(model["content"]["cells"]) > 5
-    manager.save(model, f"chapters/{chapter.name}")
-    assert copy.read_bytes() == chapter.read_bytes(), (
-        f"saving {chapter.name} from JupyterLab rewrites it: canonicalize it with jupytext "
-        "(captions on one line) or adjust jupytext.toml"
+    model = manager.get(path, content=True, type="notebook")
+    assert model["content"]["cells"]
+    model["content"]["metadata"]["kernelspec"] = dict(LAB_KERNELSPEC)
+    manager.save(model, path)
+    assert copy.read_bytes() == page.read_bytes(), (
+        f"saving {path} from JupyterLab rewrites it: canonicalize it with jupytext "
+        "(captions on one line) or adjust the jupytext.toml that applies to it"
     )
