@@ -8,8 +8,10 @@ import pytest
 
 from bnlib.experiments import algorithm as alg_experiments
 from bnlib.experiments import covariate_shift as cs_experiments
+from bnlib.experiments import large_steps as ls_experiments
 from bnlib.figures import algorithm as alg_figures
 from bnlib.figures import covariate_shift as cs_figures
+from bnlib.figures import large_steps as ls_figures
 from bnlib.figures.style import set_style
 
 
@@ -60,3 +62,12 @@ def test_noisy_bn_draws_no_step_0_on_a_log_axis():
         if ax.get_xscale() == "log":
             for line in ax.get_lines():
                 assert (line.get_xdata() > 0).all()
+
+
+def test_large_steps_legends_are_below_the_panels():
+    relative = ls_experiments.relative_loss(
+        depths=(8,), step_count=3, batches=(1,), batch_size=16, device="cpu"
+    )
+    _assert_legends_below_the_data(ls_figures.relative_loss(relative))
+    growth = ls_experiments.activation_growth(depth=14, batch_size=16, device="cpu")
+    _assert_legends_below_the_data(ls_figures.activation_growth(growth))

@@ -145,4 +145,9 @@ def code_hash(name: str) -> str:
 
 def _load_all() -> None:
     """Import the experiment modules, which register their experiments."""
-    from bnlib.experiments import algorithm, covariate_shift, learning_rate  # noqa: F401
+    from bnlib.experiments import (  # noqa: F401
+        algorithm,
+        covariate_shift,
+        large_steps,
+        learning_rate,
+    )

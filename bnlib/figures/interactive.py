@@ -20,9 +20,10 @@ import pandas as pd
 
 __all__ = [
     "batch_noise_slider",
-    "percentiles_slider",
     "distribution_shift",
     "in_book_build",
+    "percentiles_slider",
+    "relative_loss_menu",
     "running_statistics",
     "show",
 ]
@@ -272,3 +273,66 @@ def percentiles_slider(df: pd.DataFrame):
     return _layout(
         fig, f"input to sigmoid {channels[0]} of the layer: 15th, 50th, 85th percentiles"
     )
+
+
+def relative_loss_menu(df: pd.DataFrame, seed: int = 0):
+    """Relative loss of one gradient step against its size, with a slider over the
+    networks (initialization and depth); one line per normalization and mini-batch.
+
+    Args:
+        df: :func:`bnlib.experiments.large_steps.relative_loss` output.
+        seed: which seed's networks.
+    """
+    import plotly.graph_objects as go
+
+    from bnlib.figures.large_steps import BATCH_STYLES, CEILING, INIT_LABELS, NORM_LABELS
+    from bnlib.figures.style import PALETTE
+    from bnlib.step import DIVERGENCE_RATIO
+
+    d = df[df["seed"] == seed]
+    networks = [key for key, _ in d.groupby(["init", "depth"])]
+    dashes = {"-": "solid", "--": "dash", ":": "dot"}
+    fig = go.Figure()
+    owner = []
+    for n, (init, depth) in enumerate(networks):
+        part = d[(d["init"] == init) & (d["depth"] == depth)]
+        for (norm, batch), line in part.groupby(["norm", "batch"]):
+            label = NORM_LABELS[norm]
+            y = line["relative_loss"].clip(upper=CEILING).fillna(CEILING)
+            fig.add_trace(
+                go.Scatter(
+                    x=line["step_size"],
+                    y=y,
+                    mode="lines+markers",
+                    visible=n == 0,
+                    name=f"{label}, mini-batch {batch}",
+                    line={"color": PALETTE[label], "dash": dashes[BATCH_STYLES.get(batch, "-")]},
+                    marker={"size": 5},
+                    hovertemplate=f"{label}, mini-batch {batch}<br>step size %{{x:.2g}}"
+                    "<br>relative loss %{y:.3g}<extra></extra>",
+                )
+            )
+            owner.append(n)
+    fig.add_hline(y=DIVERGENCE_RATIO, line={"color": "black", "dash": "dashdot", "width": 1})
+
+    def title(init, depth):
+        return f"ResNet-{depth}, {INIT_LABELS[init]} initialization"
+
+    steps = [
+        {
+            "label": f"{INIT_LABELS[init].split(':')[0]}, {depth} layers",
+            "method": "update",
+            "args": [{"visible": [o == n for o in owner]}, {"title": title(init, depth)}],
+        }
+        for n, (init, depth) in enumerate(networks)
+    ]
+    fig.update_layout(
+        sliders=[
+            {"active": 0, "currentvalue": {"prefix": "network: "}, "pad": {"t": 50}, "steps": steps}
+        ]
+    )
+    fig.update_xaxes(type="log", title_text="step size")
+    fig.update_yaxes(type="log", title_text="loss after / loss before", range=[-1.5, 12.5])
+    fig = _layout(fig, title(*networks[0]))
+    fig.update_layout(height=480)
+    return fig

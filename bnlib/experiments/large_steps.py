@@ -1,0 +1,342 @@
+"""Why an unnormalized deep network cannot take large steps (Bjorck et al. 2018,
+Sections 2-3): one gradient step measured on CIFAR-style ResNets at the start of training.
+
+Each experiment builds fresh ResNets (He et al.'s CIFAR design, ``6n + 2`` layers) with
+and without BN and measures, with :mod:`bnlib.step`, what one SGD update does: the loss
+along the step (:func:`relative_loss`), the activations' channel statistics with depth
+(:func:`activation_growth`) and along a diverging step (:func:`activations_along_step`),
+and the gradients that start it (:func:`gradients_at_init`). None of them trains for
+more than a few steps, so even ResNet-110 is cheap.
+
+Initialization decides whether the effect appears: ``init="he"`` with ``gain=sqrt(2)``
+is He et al.'s (2015) :math:`\\mathcal N(0, 2/\\text{fan-in})` for ReLU networks, which the
+ResNet paper used; ``init="default"`` is PyTorch's layer default (uniform, variance
+:math:`1/(3\\,\\text{fan-in})`), under which the activations shrink with depth instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bnlib import data as datasets
+from bnlib.device import pick_device, seed_everything
+from bnlib.engine import batch_indices
+from bnlib.experiments import register
+from bnlib.models import ResNet
+from bnlib.progress import progress_bar
+from bnlib.step import (
+    DIVERGENCE_RATIO,
+    channel_statistics,
+    gradient,
+    moved,
+    output_gradients,
+    relative_losses,
+)
+
+__all__ = [
+    "HE_RELU_GAIN",
+    "INITIALIZATIONS",
+    "activation_growth",
+    "activations_along_step",
+    "gradients_at_init",
+    "relative_loss",
+]
+
+#: ``initialize(..., "he", gain)`` draws N(0, gain^2 / fan_in): sqrt(2) is He et al.'s
+#: ReLU initialization.
+HE_RELU_GAIN = math.sqrt(2.0)
+
+#: The initializations these experiments compare, by name: (scheme of
+#: :func:`bnlib.models.initialize`, gain). ``"he"``: N(0, 2 / fan-in), the ResNet paper's;
+#: ``"lecun"``: N(0, 1 / fan-in), half its variance; ``"default"``: PyTorch's.
+INITIALIZATIONS = {"he": ("he", HE_RELU_GAIN), "lecun": ("he", 1.0), "default": ("default", 1.0)}
+
+
+def _resnet(depth: int, norm: str, init: str, in_channels: int, seed: int, device):
+    if init not in INITIALIZATIONS:
+        raise ValueError(f"unknown initialization {init!r}: use one of {list(INITIALIZATIONS)}")
+    scheme, gain = INITIALIZATIONS[init]
+    seed_everything(seed)
+    model = ResNet(depth=depth, norm=norm, init=scheme, gain=gain, in_channels=in_channels)
+    return model.to(device)
+
+
+def _blocks(model: ResNet) -> dict[int, torch.nn.Module]:
+    """The residual blocks by the number of the layer that ends them (the stem is layer
+    1; block ``i`` ends at layer ``2 i + 3``)."""
+    return {2 * i + 3: block for i, block in enumerate(model.blocks)}
+
+
+@register(
+    "relative_loss",
+    chapter="Large learning rates",
+    smoke={"depths": [8], "step_count": 4, "batches": [1, 2], "batch_size": 16},
+    quick={"depths": [20, 56], "inits": ["he", "lecun"]},
+    full={"depths": [20, 56, 110], "inits": ["he", "lecun"], "seeds": [0, 1, 2]},
+)
+def relative_loss(
+    depths: Sequence[int] = (20, 56),
+    norms: Sequence[str] = ("none", "torch"),
+    lr_none: float = 1e-4,
+    lr_bn: float = 0.1,
+    step_range: Sequence[float] = (1e-5, 1.0),
+    step_count: int = 21,
+    batches: Sequence[int] = (1, 4, 7),
+    batch_size: int = 128,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    inits: Sequence[str] = ("he",),
+    seeds: Sequence[int] = (0,),
+    dataset: str = "fashion-mnist",
+    device: str | None = None,
+) -> pd.DataFrame:
+    r"""Relative loss of one gradient step against its size, early in training.
+
+    For each seed, initialization (:data:`INITIALIZATIONS`), normalization and depth, a
+    ResNet trains with SGD (``momentum``,
+    ``weight_decay``) at its normal learning rate (``lr_bn`` with BN, ``lr_none``
+    without: Bjorck et al.'s 0.1 and 1e-4); before training on mini-batch ``k`` for each
+    ``k`` in ``batches`` (1 = at initialization), the probe
+    :func:`bnlib.step.relative_losses` measures :math:`L(\theta - \eta g)/L(\theta)` on
+    that mini-batch for ``step_count`` step sizes :math:`\eta` log-spaced over
+    ``step_range``.
+
+    Returns:
+        One row per (seed, init, norm, depth, batch, step size): ``seed, init, norm,
+        depth, batch, step_size, relative_loss, diverged`` (relative loss above
+        :data:`bnlib.step.DIVERGENCE_RATIO` or not finite).
+    """
+    dev = pick_device(device)
+    train = datasets.load(dataset, "train", dev)
+    steps = [float(v) for v in np.geomspace(*step_range, step_count)]
+    last = max(batches)
+    bar = progress_bar(len(seeds) * len(inits) * len(norms) * len(depths) * last, "relative loss")
+    rows = []
+    for seed, init, norm, depth in itertools.product(seeds, inits, norms, depths):
+        model = _resnet(depth, norm, init, train.x.shape[1], seed, dev)
+        lr = lr_bn if norm != "none" else lr_none
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
+        generator = torch.Generator().manual_seed(seed)
+        order = batch_indices(len(train.y), batch_size, last, generator, dev)
+        for k, idx in enumerate(order, start=1):
+            x, y = train.x[idx], train.y[idx]
+            if k in batches:
+                where = {"seed": seed, "init": init, "norm": norm, "depth": depth, "batch": k}
+                rows += [
+                    {
+                        **where,
+                        "step_size": eta,
+                        "relative_loss": ratio,
+                        "diverged": not ratio <= DIVERGENCE_RATIO,
+                    }
+                    for eta, ratio in zip(steps, relative_losses(model, x, y, steps))
+                ]
+            model.train()  # one training step at the network's normal learning rate
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+@register(
+    "activation_growth",
+    chapter="Large learning rates",
+    smoke={"depth": 14, "batch_size": 16},
+    quick={"depth": 110},
+    full={"depth": 110, "seeds": [0, 1, 2, 3, 4], "batch_size": 512},
+)
+def activation_growth(
+    depth: int = 110,
+    norms: Sequence[str] = ("none", "torch"),
+    inits: Sequence[str] = ("he", "lecun", "default"),
+    batch_size: int = 128,
+    seeds: Sequence[int] = (0,),
+    dataset: str = "fashion-mnist",
+    device: str | None = None,
+) -> pd.DataFrame:
+    """Size of the activations against depth at initialization.
+
+    For each seed, normalization and initialization (:data:`INITIALIZATIONS`), a fresh
+    ResNet of ``depth`` layers
+    sees one training mini-batch (train mode); at the output of every residual block the
+    per-channel means and standard deviations are taken over the batch and the positions.
+
+    Returns:
+        One row per (seed, norm, init, block): ``seed, norm, init, layer`` (the layer that
+        ends the block), ``mean_abs`` (mean over channels of the absolute channel mean)
+        and ``std`` (mean over channels of the channel standard deviation).
+    """
+    dev = pick_device(device)
+    train = datasets.load(dataset, "train", dev)
+    rows = []
+    for seed in seeds:
+        idx = next(
+            batch_indices(len(train.y), batch_size, 1, torch.Generator().manual_seed(seed), dev)
+        )
+        for norm in norms:
+            for init in inits:
+                model = _resnet(depth, norm, init, train.x.shape[1], seed, dev)
+                blocks = _blocks(model)
+                stats = channel_statistics(
+                    model, train.x[idx], {str(k): b for k, b in blocks.items()}
+                )
+                for layer in blocks:
+                    means, variances = stats[str(layer)]
+                    rows.append(
+                        {
+                            "seed": seed,
+                            "norm": norm,
+                            "init": init,
+                            "layer": layer,
+                            "mean_abs": float(means.abs().mean()),
+                            "std": float(variances.sqrt().mean()),
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+@register(
+    "activations_along_step",
+    chapter="Large learning rates",
+    smoke={"depth": 14, "batch_size": 16, "fractions": 3, "init": "lecun"},
+    quick={"depth": 110, "init": "lecun"},
+    full={"depth": 110, "init": "lecun", "batch_size": 512},
+)
+def activations_along_step(
+    depth: int = 110,
+    norms: Sequence[str] = ("none", "torch"),
+    step_range: Sequence[float] = (1e-5, 1.0),
+    step_count: int = 21,
+    fractions: int = 21,
+    batch_size: int = 128,
+    init: str = "he",
+    seed: int = 0,
+    dataset: str = "fashion-mnist",
+    device: str | None = None,
+) -> pd.DataFrame:
+    r"""Channel statistics along one diverging update, at initialization.
+
+    The step size :math:`\eta` is the smallest on the grid (``step_count`` values
+    log-spaced over ``step_range``) at which the unnormalized network's step diverges
+    (relative loss above :data:`bnlib.step.DIVERGENCE_RATIO`); both networks are then
+    moved along their own gradient, :math:`\theta - t\,\eta\,g` for ``fractions`` values
+    of :math:`t` from 0 to 1, and the per-channel mean and variance of an early, a
+    middle and a late block's output are measured on the mini-batch of the step.
+
+    Returns:
+        Rows ``norm, layer, channel, fraction, step_size, mean, variance``.
+
+    Raises:
+        ValueError: no step size on the grid makes the unnormalized network diverge
+            (widen ``step_range``).
+    """
+    dev = pick_device(device)
+    train = datasets.load(dataset, "train", dev)
+    idx = next(batch_indices(len(train.y), batch_size, 1, torch.Generator().manual_seed(seed), dev))
+    x, y = train.x[idx], train.y[idx]
+    plain = _resnet(depth, "none", init, train.x.shape[1], seed, dev)
+    grid = [float(v) for v in np.geomspace(*step_range, step_count)]
+    diverging = [
+        eta for eta, r in zip(grid, relative_losses(plain, x, y, grid)) if not r <= DIVERGENCE_RATIO
+    ]
+    if not diverging:
+        raise ValueError(
+            f"no step size in {list(step_range)} makes the unnormalized ResNet-{depth} "
+            "diverge: widen step_range"
+        )
+    eta = diverging[0]
+    rows = []
+    for norm in norms:
+        model = plain if norm == "none" else _resnet(depth, norm, init, train.x.shape[1], seed, dev)
+        blocks = _blocks(model)
+        layers = list(blocks)
+        chosen = {str(k): blocks[k] for k in (layers[1], layers[len(layers) // 2], layers[-1])}
+        _, g = gradient(model, x, y)
+        for t in np.linspace(0.0, 1.0, fractions):
+            with moved(model, g, -eta * float(t)):
+                stats = channel_statistics(model, x, chosen)
+            for layer, (means, variances) in stats.items():
+                rows += [
+                    {
+                        "norm": norm,
+                        "layer": int(layer),
+                        "channel": c,
+                        "fraction": float(t),
+                        "step_size": eta,
+                        "mean": float(m),
+                        "variance": float(v),
+                    }
+                    for c, (m, v) in enumerate(zip(means.tolist(), variances.tolist()))
+                ]
+    return pd.DataFrame(rows)
+
+
+@register(
+    "gradients_at_init",
+    chapter="Large learning rates",
+    smoke={"depths": [14], "images": 16},
+    quick={"depths": [20, 110], "seeds": [0, 1, 2]},
+    full={"depths": [20, 56, 110], "seeds": [0, 1, 2, 3, 4]},
+)
+def gradients_at_init(
+    depths: Sequence[int] = (110,),
+    norms: Sequence[str] = ("none", "torch"),
+    images: int = 128,
+    init: str = "he",
+    seeds: Sequence[int] = (0,),
+    dataset: str = "fashion-mnist",
+    device: str | None = None,
+) -> pd.DataFrame:
+    """The gradients at initialization: at the output, per image and class, and of the
+    middle block's first convolution.
+
+    For each seed, depth and normalization, a fresh ResNet sees ``images`` test images
+    (the first ones of the test split) in train mode, as in a training step; the model
+    is left unchanged (nothing of the test data stays in it).
+
+    Returns:
+        Rows with ``seed, depth, norm, quantity, value`` and: for ``quantity ==
+        "output"``, ``image``, ``label``, ``class`` (the gradient of that image's loss
+        with respect to that class's logit, softmax minus one-hot); for ``quantity ==
+        "weight"``, ``index`` (one entry of the mean loss's gradient with respect to the
+        middle block's first convolution weight).
+    """
+    dev = pick_device(device)
+    test = datasets.load(dataset, "test", dev)
+    x, y = test.x[:images], test.y[:images]
+    labels = y.cpu().tolist()
+    rows = []
+    for seed, depth, norm in itertools.product(seeds, depths, norms):
+        model = _resnet(depth, norm, init, test.x.shape[1], seed, dev)
+        where = {"seed": seed, "depth": depth, "norm": norm}
+        out = output_gradients(model, x, y)
+        rows += [
+            {
+                **where,
+                "quantity": "output",
+                "image": i,
+                "label": labels[i],
+                "class": c,
+                "value": float(v),
+            }
+            for i, row in enumerate(out.tolist())
+            for c, v in enumerate(row)
+        ]
+        middle = model.blocks[len(model.blocks) // 2].conv1.weight
+        _, grads = gradient(model, x, y)
+        (g,) = [d for p, d in zip(model.parameters(), grads) if p is middle]
+        rows += [
+            {**where, "quantity": "weight", "index": i, "value": float(v)}
+            for i, v in enumerate(g.flatten().double().cpu().tolist())
+        ]
+    return pd.DataFrame(rows)

@@ -1,0 +1,236 @@
+"""Figures of the chapter "Large learning rates": each takes an experiment's DataFrame
+(:mod:`bnlib.experiments.large_steps`) and draws it; none trains."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from bnlib.figures.style import PALETTE, legend_below
+from bnlib.step import DIVERGENCE_RATIO
+
+__all__ = [
+    "NORM_LABELS",
+    "activation_growth",
+    "activations_along_step",
+    "gradients_at_init",
+    "predicted_shares",
+    "relative_loss",
+    "stable_step_sizes",
+]
+
+#: How the experiments' ``norm`` values are named in figures.
+NORM_LABELS = {"none": "no BN", "torch": "BN", "bnlib": "BN"}
+#: Line styles of the mini-batches probed by :func:`relative_loss`.
+BATCH_STYLES = {1: "-", 4: "--", 7: ":"}
+INIT_STYLES = {"he": "-", "lecun": "--", "default": ":"}
+INIT_LABELS = {
+    "he": "He: N(0, 2/fan-in)",
+    "lecun": "N(0, 1/fan-in)",
+    "default": "PyTorch default",
+}
+#: Relative losses above this are drawn at this height (marked): beyond it, and for an
+#: infinite loss, the exact value says nothing more.
+CEILING = 1e12
+
+
+def stable_step_sizes(df: pd.DataFrame) -> pd.DataFrame:
+    """The largest step size of the grid up to which no step diverges, per network and
+    mini-batch (``0`` when even the smallest diverges).
+
+    Args:
+        df: :func:`bnlib.experiments.large_steps.relative_loss` output.
+
+    Returns:
+        Columns ``init, norm, depth, batch, seed, largest_stable, grid_end`` (whether it is
+        the grid's largest step size: stable over the whole grid).
+    """
+    rows = []
+    keys = ["init", "norm", "depth", "batch", "seed"]
+    for key, part in df.sort_values("step_size").groupby(keys):
+        diverged = part["diverged"].to_numpy()
+        first = int(np.argmax(diverged)) if diverged.any() else len(part)
+        largest = float(part["step_size"].iloc[first - 1]) if first else 0.0
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "largest_stable": largest,
+                "grid_end": first == len(part),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def relative_loss(df: pd.DataFrame, init: str = "he", seed: int = 0) -> Figure:
+    """Relative loss of one gradient step against its size: one panel per depth, color
+    for BN or not, line style for the mini-batch.
+
+    Args:
+        df: :func:`bnlib.experiments.large_steps.relative_loss` output.
+        init: which initialization's networks to draw.
+        seed: which seed's.
+    """
+    d = df[(df["init"] == init) & (df["seed"] == seed)]
+    depths = sorted(d["depth"].unique())
+    fig, axes = plt.subplots(1, len(depths), figsize=(max(9, 5 * len(depths)), 4.6), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, depth in zip(axes, depths):
+        for (norm, batch), part in d[d["depth"] == depth].groupby(["norm", "batch"]):
+            y = part["relative_loss"].clip(upper=CEILING).fillna(CEILING)
+            ax.plot(
+                part["step_size"],
+                y,
+                BATCH_STYLES.get(batch, "-."),
+                color=PALETTE[NORM_LABELS[norm]],
+                lw=2,
+            )
+            over = part["relative_loss"].isna() | (part["relative_loss"] >= CEILING)
+            ax.plot(part["step_size"][over], y[over], "^", color=PALETTE[NORM_LABELS[norm]], ms=5)
+        ax.axhline(DIVERGENCE_RATIO, color="k", lw=1, ls="-.")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            title=f"ResNet-{depth}",
+            xlabel="step size $\\eta$",
+            ylim=(0.05, CEILING * 30),
+        )
+    axes[0].set_ylabel("loss after / loss before")
+    handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
+    handles += [Line2D([], [], color="k", ls=s, lw=2) for s in BATCH_STYLES.values()]
+    handles += [Line2D([], [], color="k", ls="-.", lw=1)]
+    labels = ["no BN", "BN", *(f"mini-batch {b}" for b in BATCH_STYLES), "divergence (1e3)"]
+    legend_below(fig, handles, labels, ncol=3)
+    return fig
+
+
+def activation_growth(df: pd.DataFrame, seed: int = 0) -> Figure:
+    """Mean absolute channel mean and mean channel standard deviation of each residual
+    block's output against depth, at initialization (log scale).
+
+    Args:
+        df: :func:`bnlib.experiments.large_steps.activation_growth` output.
+    """
+    d = df[df["seed"] == seed]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    for ax, metric, title in (
+        (axes[0], "mean_abs", "|channel mean|"),
+        (axes[1], "std", "channel standard deviation"),
+    ):
+        for (norm, init), part in d.groupby(["norm", "init"]):
+            ax.plot(
+                part["layer"],
+                part[metric],
+                INIT_STYLES[init],
+                color=PALETTE[NORM_LABELS[norm]],
+                lw=2,
+            )
+        ax.set(yscale="log", xlabel="layer", title=title)
+    axes[0].set_ylabel("average over channels")
+    inits = [i for i in INIT_STYLES if i in set(d["init"])]
+    handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
+    handles += [Line2D([], [], color="k", ls=INIT_STYLES[i], lw=2) for i in inits]
+    legend_below(fig, handles, ["no BN", "BN", *(INIT_LABELS[i] for i in inits)], ncol=3)
+    return fig
+
+
+def activations_along_step(df: pd.DataFrame, norm: str = "none") -> Figure:
+    """Heatmaps of the channel means and variances (log10 of their size) of three blocks
+    along one update, from 0% to 100% of the step.
+
+    Args:
+        df: :func:`bnlib.experiments.large_steps.activations_along_step` output.
+        norm: which network's update to draw.
+    """
+    d = df[df["norm"] == norm]
+    layers = sorted(d["layer"].unique())
+    fig, axes = plt.subplots(2, len(layers), figsize=(11, 6.4))
+    for col, layer in enumerate(layers):
+        part = d[d["layer"] == layer]
+        for row, metric in enumerate(("mean", "variance")):
+            grid = part.pivot(index="channel", columns="fraction", values=metric)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = np.log10(np.abs(grid.to_numpy()))
+            ax = axes[row, col]
+            image = ax.imshow(
+                values,
+                aspect="auto",
+                origin="lower",
+                cmap="magma",
+                extent=(0, 100, -0.5, len(grid) - 0.5),
+                interpolation="nearest",
+            )
+            fig.colorbar(
+                image, ax=ax, label=f"log10 |{metric}|" if col == len(layers) - 1 else None
+            )
+            ax.set_title(f"layer {layer}: {metric}")
+            if row == 1:
+                ax.set_xlabel("% of the step")
+            if col == 0:
+                ax.set_ylabel("channel")
+    return fig
+
+
+def _predicted_share(out: pd.DataFrame) -> float:
+    """Fraction of images whose predicted class is the most frequent prediction."""
+    p = out["value"] + (out["class"] == out["label"])
+    predicted = out.assign(p=p).loc[lambda o: o.groupby("image")["p"].idxmax()]["class"]
+    return float(predicted.value_counts(normalize=True).iloc[0])
+
+
+def predicted_shares(df: pd.DataFrame) -> pd.DataFrame:
+    """Fraction of the images assigned to the most frequent predicted class, per network.
+
+    Args:
+        df: :func:`bnlib.experiments.large_steps.gradients_at_init` output.
+
+    Returns:
+        Columns ``seed, depth, norm, share``.
+    """
+    out = df[df["quantity"] == "output"]
+    rows = [
+        {"seed": seed, "depth": depth, "norm": norm, "share": _predicted_share(part)}
+        for (seed, depth, norm), part in out.groupby(["seed", "depth", "norm"])
+    ]
+    return pd.DataFrame(rows)
+
+
+def gradients_at_init(df: pd.DataFrame, depth: int | None = None, seed: int = 0) -> Figure:
+    """The output gradient (softmax minus one-hot) of every image and class, with and
+    without BN, and the middle block's weight gradients as histograms.
+
+    Args:
+        df: :func:`bnlib.experiments.large_steps.gradients_at_init` output.
+        depth: which networks (default: the deepest); seed: which seed's.
+    """
+    depth = df["depth"].max() if depth is None else depth
+    df = df[(df["depth"] == depth) & (df["seed"] == seed)]
+    fig = plt.figure(figsize=(11, 7.2))
+    grid = fig.add_gridspec(2, 2, height_ratios=(1.4, 1))
+    for col, norm in enumerate(("none", "torch")):
+        out = df[(df["norm"] == norm) & (df["quantity"] == "output")]
+        matrix = out.pivot(index="image", columns="class", values="value").to_numpy()
+        ax = fig.add_subplot(grid[0, col])
+        image = ax.imshow(
+            matrix, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"
+        )
+        ax.set(
+            title=f"{NORM_LABELS[norm]}: most frequent class {_predicted_share(out):.0%}",
+            xlabel="class",
+            ylabel="test image" if col == 0 else None,
+            xticks=range(matrix.shape[1]),
+        )
+        if col == 1:
+            fig.colorbar(image, ax=ax, label="softmax - one-hot")
+        weights = df[(df["norm"] == norm) & (df["quantity"] == "weight")]["value"]
+        power = int(np.floor(np.log10(weights.abs().max())))  # the unit, in the label
+        ax = fig.add_subplot(grid[1, col])
+        ax.hist(weights / 10.0**power, bins=60, color=PALETTE[NORM_LABELS[norm]])
+        ax.set(
+            yscale="log",
+            xlabel=f"weight gradient ($\\times 10^{{{power}}}$)",
+            ylabel="count" if col == 0 else None,
+        )
+    return fig

@@ -1,0 +1,98 @@
+"""bnlib.experiments.large_steps at a small scale, on real data, and its figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bnlib.experiments import large_steps as ex
+from bnlib.figures import interactive
+from bnlib.figures import large_steps as figures
+
+
+@pytest.fixture(scope="module")
+def relative():
+    return ex.relative_loss(
+        depths=(8, 14),
+        step_count=5,
+        batches=(1, 2),
+        batch_size=16,
+        inits=("he", "lecun"),
+        device="cpu",
+    )
+
+
+def test_relative_loss_rows_and_divergence(relative):
+    assert len(relative) == 2 * 2 * 2 * 2 * 5  # inits x norms x depths x batches x steps
+    assert set(relative["batch"]) == {1, 2}
+    diverged = ~(relative["relative_loss"] <= 1e3)
+    assert (relative["diverged"] == diverged).all()
+    tiny = relative[relative["step_size"] == relative["step_size"].min()]
+    assert (tiny["relative_loss"].between(0.5, 1.5)).all()  # a 1e-5 step barely moves
+    bn = relative[relative["norm"] == "torch"]
+    assert not bn["diverged"].any()
+
+
+def test_stable_step_sizes_stop_at_the_first_divergence():
+    frame = pd.DataFrame(
+        {
+            "init": "he",
+            "norm": "none",
+            "depth": 8,
+            "batch": 1,
+            "seed": 0,
+            "step_size": [1e-3, 1e-2, 1e-1, 1.0],
+            "relative_loss": [0.9, 5e3, 0.5, 1e9],
+            "diverged": [False, True, False, True],
+        }
+    )
+    (row,) = figures.stable_step_sizes(frame).to_dict("records")
+    assert row["largest_stable"] == 1e-3 and not row["grid_end"]
+    frame["diverged"] = False
+    (row,) = figures.stable_step_sizes(frame).to_dict("records")
+    assert row["largest_stable"] == 1.0 and row["grid_end"]
+
+
+def test_activations_grow_with_depth_without_bn_at_he_initialization():
+    growth = ex.activation_growth(depth=26, batch_size=32, device="cpu")
+    assert set(growth["init"]) == set(ex.INITIALIZATIONS)
+    curve = growth[(growth["norm"] == "none") & (growth["init"] == "he")].set_index("layer")
+    assert list(curve.index) == list(range(3, 27, 2))  # one row per block
+    assert curve["std"].iloc[-1] > 10 * curve["std"].iloc[0]
+    bn = growth[growth["norm"] == "torch"]
+    assert bn["std"].between(0.3, 10).all()
+
+
+def test_activations_along_step_start_at_the_unmoved_network_and_refuse_a_tame_grid():
+    along = ex.activations_along_step(depth=14, batch_size=16, fractions=3, init="he")
+    assert sorted(along["fraction"].unique()) == [0.0, 0.5, 1.0]
+    assert along.groupby("norm")["layer"].nunique().eq(3).all()
+    assert along["step_size"].nunique() == 1
+    with pytest.raises(ValueError, match="widen step_range"):
+        ex.activations_along_step(depth=8, batch_size=16, fractions=2, step_range=(1e-9, 1e-8))
+
+
+def test_gradients_at_init_rows_and_shares():
+    grads = ex.gradients_at_init(depths=(8,), images=20, device="cpu")
+    out = grads[grads["quantity"] == "output"]
+    assert len(out) == 2 * 20 * 10
+    sums = out.groupby(["norm", "image"])["value"].sum()
+    assert np.allclose(sums, 0, atol=1e-6)  # softmax minus one-hot sums to zero
+    shares = figures.predicted_shares(grads)
+    assert shares["share"].between(0.1, 1.0).all() and len(shares) == 2
+    weights = grads[grads["quantity"] == "weight"]
+    assert len(weights) == 2 * 32 * 16 * 9  # ResNet-8 middle block: its 3x3 conv 16 -> 32
+
+
+def test_unknown_initialization_is_refused():
+    with pytest.raises(ValueError, match="unknown initialization 'xavier'"):
+        ex.activation_growth(depth=8, inits=("xavier",), batch_size=8, device="cpu")
+
+
+def test_relative_loss_menu_has_one_slider_step_per_network(relative):
+    fig = interactive.relative_loss_menu(relative)
+    steps = fig.layout.sliders[0].steps
+    assert len(steps) == 4  # 2 initializations x 2 depths
+    assert sum(t.visible for t in fig.data) == 4  # first network: 2 norms x 2 batches
+    assert all(sum(s.args[0]["visible"]) == 4 for s in steps)
