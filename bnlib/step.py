@@ -84,7 +84,7 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def relative_losses(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, step_sizes: Sequence[float]
-) -> list[float]:
+) -> tuple[float, list[float]]:
     r"""The relative loss :math:`L(\theta - \eta g) / L(\theta)` of one plain gradient step
     on the mini-batch ``(x, y)``, for each step size :math:`\eta` (Bjorck et al.'s probe).
 
@@ -94,8 +94,10 @@ def relative_losses(
         step_sizes: the :math:`\eta` values (> 0).
 
     Returns:
-        One ratio per step size (``inf`` where the loss after the step is not finite). A
-        ratio above :data:`DIVERGENCE_RATIO` is a diverging step.
+        ``(loss, ratios)``: the loss :math:`L(\theta)` before the step (``nan`` or
+        ``inf`` when the network is already broken), and one ratio per step size (``inf``
+        where the loss after the step is not finite). A ratio above
+        :data:`DIVERGENCE_RATIO` is a diverging step.
     """
     if any(not eta > 0 for eta in step_sizes):
         raise ValueError(f"step sizes must be > 0, got {list(step_sizes)}")
@@ -107,7 +109,7 @@ def relative_losses(
             with moved(model, g, -float(eta)):
                 after = _loss(model, x, y)
             ratios.append(after / before if math.isfinite(after) else math.inf)
-    return ratios
+    return before, ratios
 
 
 def channel_statistics(

@@ -26,6 +26,7 @@ def relative():
 def test_relative_loss_rows_and_divergence(relative):
     assert len(relative) == 2 * 2 * 2 * 2 * 5  # inits x norms x depths x batches x steps
     assert set(relative["batch"]) == {1, 2}
+    assert relative["loss_before"].between(0.5, 20).all()  # cross-entropy of 10 classes, early
     diverged = ~(relative["relative_loss"] <= 1e3)
     assert (relative["diverged"] == diverged).all()
     tiny = relative[relative["step_size"] == relative["step_size"].min()]

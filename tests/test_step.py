@@ -54,12 +54,13 @@ def test_relative_loss_of_a_tiny_step_follows_the_first_order_term(batch):
     loss, g = gradient(model, *batch)
     squared = sum(float((d * d).sum()) for d in g)
     eta = 1e-6
-    (ratio,) = relative_losses(model, *batch, [eta])
+    before, (ratio,) = relative_losses(model, *batch, [eta])
+    assert before == pytest.approx(loss)
     assert (1 - ratio) / eta == pytest.approx(squared / loss, rel=1e-3)
 
 
 def test_a_huge_step_diverges_without_bn(batch):
-    ratios = relative_losses(_resnet("none"), *batch, [1e-6, 1e3])
+    _, ratios = relative_losses(_resnet("none"), *batch, [1e-6, 1e3])
     assert ratios[0] == pytest.approx(1, abs=1e-3) and ratios[1] > 1e3
 
 

@@ -14,8 +14,10 @@ import ipywidgets as w
 import pytest
 
 from bnlib.widgets import (
+    STEP_SIZES,
     Explorer,
     covariate_shift_explorer,
+    large_steps_explorer,
     launch_links,
     running_statistics_explorer,
 )
@@ -334,9 +336,40 @@ def _holds(widget) -> bool:
     return True
 
 
-@pytest.mark.parametrize("make_explorer", [running_statistics_explorer, covariate_shift_explorer])
+@pytest.mark.parametrize(
+    "make_explorer", [running_statistics_explorer, covariate_shift_explorer, large_steps_explorer]
+)
 def test_every_control_default_is_a_value_the_control_can_hold(make_explorer):
     explorer = make_explorer()
     for name, widget in explorer.controls.items():
         assert _holds(widget), f"{name}: default {widget.value!r} is not on the control's grid"
-    assert explorer.controls["lr"].value == 0.5
+    if "lr" in explorer.controls:
+        assert explorer.controls["lr"].value == 0.5
+    else:
+        assert explorer.controls["step_size"].value == 1e-3 and 1e-3 in STEP_SIZES
+
+
+def test_large_steps_explorer_passes_the_controls_to_its_experiments(monkeypatch):
+    import bnlib.experiments.large_steps
+
+    calls = []
+    monkeypatch.setattr(bnlib.experiments.large_steps, "relative_loss", _recorder(calls))
+    explorer = large_steps_explorer()  # imports the experiment: patch it first
+    settings = {"bn": True, "depth": 20, "init": "lecun", "step_size": 0.2}
+    got = _run_with(explorer, settings, calls)
+    assert {k: got[k] for k in ("depths", "norms", "inits", "batches")} == {
+        "depths": (20,),
+        "norms": ("torch",),
+        "inits": ("lecun",),
+        "batches": (1,),
+    }
+
+
+@pytest.mark.slow
+def test_large_steps_explorer_draws_one_network():
+    from matplotlib.figure import Figure
+
+    explorer = large_steps_explorer()
+    explorer.controls["depth"].value = 20
+    result = explorer.compute(**explorer.values())
+    assert isinstance(result, Figure) and "ResNet-20" in result.get_suptitle()

@@ -77,7 +77,7 @@ def _blocks(model: ResNet) -> dict[int, torch.nn.Module]:
     "relative_loss",
     chapter="Large learning rates",
     smoke={"depths": [8], "step_count": 4, "batches": [1, 2], "batch_size": 16},
-    quick={"depths": [20, 56], "inits": ["he", "lecun"]},
+    quick={"depths": [20, 56, 110], "inits": ["he", "lecun"]},
     full={"depths": [20, 56, 110], "inits": ["he", "lecun"], "seeds": [0, 1, 2]},
 )
 def relative_loss(
@@ -109,7 +109,9 @@ def relative_loss(
 
     Returns:
         One row per (seed, init, norm, depth, batch, step size): ``seed, init, norm,
-        depth, batch, step_size, relative_loss, diverged`` (relative loss above
+        depth, batch, loss_before`` (the mini-batch loss before the step; not finite when
+        training at the normal learning rate has already broken the network),
+        ``step_size, relative_loss, diverged`` (relative loss above
         :data:`bnlib.step.DIVERGENCE_RATIO` or not finite).
     """
     dev = pick_device(device)
@@ -130,14 +132,16 @@ def relative_loss(
             x, y = train.x[idx], train.y[idx]
             if k in batches:
                 where = {"seed": seed, "init": init, "norm": norm, "depth": depth, "batch": k}
+                before, ratios = relative_losses(model, x, y, steps)
                 rows += [
                     {
                         **where,
+                        "loss_before": before,
                         "step_size": eta,
                         "relative_loss": ratio,
                         "diverged": not ratio <= DIVERGENCE_RATIO,
                     }
-                    for eta, ratio in zip(steps, relative_losses(model, x, y, steps))
+                    for eta, ratio in zip(steps, ratios)
                 ]
             model.train()  # one training step at the network's normal learning rate
             optimizer.zero_grad(set_to_none=True)
@@ -246,9 +250,8 @@ def activations_along_step(
     x, y = train.x[idx], train.y[idx]
     plain = _resnet(depth, "none", init, train.x.shape[1], seed, dev)
     grid = [float(v) for v in np.geomspace(*step_range, step_count)]
-    diverging = [
-        eta for eta, r in zip(grid, relative_losses(plain, x, y, grid)) if not r <= DIVERGENCE_RATIO
-    ]
+    _, ratios = relative_losses(plain, x, y, grid)
+    diverging = [eta for eta, r in zip(grid, ratios) if not r <= DIVERGENCE_RATIO]
     if not diverging:
         raise ValueError(
             f"no step size in {list(step_range)} makes the unnormalized ResNet-{depth} "

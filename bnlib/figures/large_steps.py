@@ -17,6 +17,7 @@ __all__ = [
     "activation_growth",
     "activations_along_step",
     "gradients_at_init",
+    "one_network",
     "predicted_shares",
     "relative_loss",
     "stable_step_sizes",
@@ -233,4 +234,48 @@ def gradients_at_init(df: pd.DataFrame, depth: int | None = None, seed: int = 0)
             xlabel=f"weight gradient ($\\times 10^{{{power}}}$)",
             ylabel="count" if col == 0 else None,
         )
+    return fig
+
+
+def one_network(relative: pd.DataFrame, growth: pd.DataFrame, step_size: float) -> Figure:
+    """One network at initialization: the relative loss of one gradient step against its
+    size, with ``step_size`` marked, and the size of its activations against depth (the
+    explorer's figure).
+
+    Args:
+        relative: :func:`bnlib.experiments.large_steps.relative_loss` output for one network
+            and one mini-batch.
+        growth: :func:`bnlib.experiments.large_steps.activation_growth` output for the same
+            network.
+        step_size: the step size to mark.
+    """
+    norm, init, depth = relative[["norm", "init", "depth"]].iloc[0]
+    color = PALETTE[NORM_LABELS[norm]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.4))
+    curve = relative.sort_values("step_size")
+    y = curve["relative_loss"].clip(upper=CEILING).fillna(CEILING)
+    left.plot(curve["step_size"], y, "-o", color=color, lw=2, ms=4)
+    left.axhline(DIVERGENCE_RATIO, color="k", lw=1, ls="-.")
+    left.axvline(step_size, color="k", lw=1, ls=":")
+    at = np.interp(np.log10(step_size), np.log10(curve["step_size"]), np.log10(y))
+    left.set(
+        xscale="log",
+        yscale="log",
+        ylim=(0.05, CEILING * 30),
+        xlabel="step size $\\eta$",
+        ylabel="loss after / loss before",
+        title=f"one step: {10**at:.3g} at $\\eta$ = {step_size:g}",
+    )
+    right.plot(growth["layer"], growth["std"], "-", color=color, lw=2, label="std")
+    right.plot(growth["layer"], growth["mean_abs"], "--", color=color, lw=2, label="|mean|")
+    right.set(yscale="log", xlabel="layer", title="activations at initialization")
+    fig.suptitle(f"ResNet-{depth}, {NORM_LABELS[norm]}, {INIT_LABELS[init]}")
+    handles = [
+        Line2D([], [], color="k", ls="-.", lw=1),
+        Line2D([], [], color="k", ls=":", lw=1),
+        Line2D([], [], color=color, lw=2),
+        Line2D([], [], color=color, ls="--", lw=2),
+    ]
+    labels = ["divergence (1e3)", "chosen step size", "channel std", "|channel mean|"]
+    legend_below(fig, handles, labels, ncol=4)
     return fig
