@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "_build" / "screenshots" / "lab"
@@ -126,6 +127,15 @@ def _kernel_idle(page) -> bool:
     )
 
 
+def _accept_kernel_dialog(page) -> None:
+    """JupyterLab may ask which kernel to start ("Select Kernel"; lab/overrides.json asks
+    it to start the preferred one without asking); the chapter's own kernel is
+    preselected: accept it."""
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    if dialog.count():
+        dialog.locator("button", has_text="Select").click()
+
+
 def _started(page) -> bool:
     """Whether some code cell is running or has run (``[*]:`` or ``[1]:``)."""
     prompts = page.locator(".jp-Cell.jp-CodeCell .jp-InputPrompt").all_text_contents()
@@ -136,8 +146,12 @@ def _run_all(page) -> None:
     """Run > Run All Cells. A click that lands while the notebook is still connecting to
     its kernel runs nothing (seen about one time in three), so it is retried."""
     for _ in range(5):
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        _accept_kernel_dialog(page)
+        try:
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click(timeout=5000)
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click(timeout=5000)
+        except PlaywrightTimeout:  # a dialog opened in between: accept it and retry
+            continue
         start = time.monotonic()
         while time.monotonic() - start < 15:
             if _started(page):
@@ -148,7 +162,11 @@ def _run_all(page) -> None:
 
 
 def _all_ran(page) -> bool:
-    """Whether every code cell shows an execution count (``[3]:``)."""
+    """Whether every code cell shows an execution count (``[3]:``); fails at once when a
+    cell shows an error (Run All stops there, so the rest would never run)."""
+    errors = page.locator("[data-mime-type='application/vnd.jupyter.stderr']")
+    if errors.count():
+        pytest.fail("a cell failed: " + errors.first.text_content()[-2000:])
     prompts = page.locator(".jp-Cell.jp-CodeCell .jp-InputPrompt").all_text_contents()
     return bool(prompts) and all(p.strip()[1:-2].isdigit() for p in prompts)
 
@@ -220,7 +238,7 @@ def test_chapter_runs_in_jupyterlab_and_its_explorers_respond(chapter, lab, chro
         # a workspace of its own: no tab of another chapter is restored beside it
         page.goto(f"{url}/lab/workspaces/{chapter.stem}/tree/chapters/{chapter.name}?token={token}")
         page.wait_for_selector(".jp-Notebook", timeout=120_000)  # a notebook, not an editor
-        _wait(lambda: _kernel_idle(page), 120, "the kernel is idle")
+        _wait(lambda: _accept_kernel_dialog(page) or _kernel_idle(page), 120, "the kernel is idle")
 
         _run_all(page)
         _wait(lambda: _kernel_idle(page) and _all_ran(page), 600, "all cells have run")

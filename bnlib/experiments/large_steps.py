@@ -76,7 +76,13 @@ def _blocks(model: ResNet) -> dict[int, torch.nn.Module]:
 @register(
     "relative_loss",
     chapter="Large learning rates",
-    smoke={"depths": [8], "step_count": 4, "batches": [1, 2], "batch_size": 16},
+    smoke={
+        "depths": [8, 14],
+        "inits": ["he", "lecun"],
+        "step_count": 4,
+        "batches": [1, 2],
+        "batch_size": 16,
+    },
     quick={"depths": [20, 56, 110], "inits": ["he", "lecun"]},
     full={"depths": [20, 56, 110], "inits": ["he", "lecun"], "seeds": [0, 1, 2]},
 )
@@ -212,7 +218,7 @@ def activation_growth(
 @register(
     "activations_along_step",
     chapter="Large learning rates",
-    smoke={"depth": 14, "batch_size": 16, "fractions": 3, "init": "lecun"},
+    smoke={"depth": 14, "batch_size": 16, "fractions": 3, "init": "he"},
     quick={"depth": 110, "init": "lecun"},
     full={"depth": 110, "init": "lecun", "batch_size": 512},
 )

@@ -264,7 +264,11 @@ def one_network(relative: pd.DataFrame, growth: pd.DataFrame, step_size: float) 
         ylim=(0.05, CEILING * 30),
         xlabel="step size $\\eta$",
         ylabel="loss after / loss before",
-        title=f"one step: {10**at:.3g} at $\\eta$ = {step_size:g}",
+        title=(
+            f"one step: over 1e12 at $\\eta$ = {step_size:g}"
+            if 10**at >= CEILING
+            else f"one step: {10**at:.3g} at $\\eta$ = {step_size:g}"
+        ),
     )
     right.plot(growth["layer"], growth["std"], "-", color=color, lw=2, label="std")
     right.plot(growth["layer"], growth["mean_abs"], "--", color=color, lw=2, label="|mean|")
