@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,28 @@ def execute_chapter(chapter: Path, tmp_path: Path, python: str | Path = sys.exec
 def run_chapter():
     """:func:`execute_chapter`, for tests that run chapters as notebooks."""
     return execute_chapter
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's headless Chromium, driven by Playwright (which cannot download a browser of
+    its own here), for the browser tests of the built book and of JupyterLab."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "Debian's chromium is needed: apt-get install chromium (make test does)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=executable,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
