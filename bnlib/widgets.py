@@ -22,7 +22,9 @@ __all__ = [
     "Explorer",
     "covariate_shift_explorer",
     "large_steps_explorer",
+    "Slicer",
     "launch_links",
+    "lr_sweep_slicer",
     "running_statistics_explorer",
 ]
 
@@ -97,6 +99,24 @@ def _output_of(result) -> dict:
     return {"output_type": "display_data", "data": data, "metadata": metadata}
 
 
+def _static_notice(title: str, chapter: str, defaults: dict, what: str) -> str:
+    """The HTML a static book shows in place of an explorer's controls: the settings of
+    the figure shown, ``what`` the explorer does, and how to launch the chapter."""
+    links = launch_links(chapter)
+    buttons = (
+        " or ".join(f'<a href="{html.escape(u)}">{name}</a>' for name, u in links.items())
+        or "Binder or Colab"
+    )
+    settings = ", ".join(f"{k} = {v}" for k, v in defaults.items())
+    return (
+        '<div class="admonition note bnlib-explorer-static"><p class="admonition-title">'
+        f"Explorer: {html.escape(title)}</p><p>This page shows the result for "
+        f"{html.escape(settings)}. {html.escape(what)}; it needs a running Python kernel. "
+        f"Launch this chapter in {buttons} (the rocket icon at the top of the page), or "
+        "open it in a local Jupyter, and run this cell to change them.</p></div>"
+    )
+
+
 def _failure_status(error: BaseException | None) -> str:
     """The status line (HTML) after a run that raised ``error`` (``""``: no error)."""
     if error is None:
@@ -145,19 +165,11 @@ class Explorer:
 
     def static_notice(self) -> str:
         """The HTML shown in the static book in place of the controls."""
-        links = launch_links(self.chapter)
-        buttons = (
-            " or ".join(f'<a href="{html.escape(u)}">{name}</a>' for name, u in links.items())
-            or "Binder or Colab"
-        )
-        settings = ", ".join(f"{k} = {v}" for k, v in self.defaults.items())
-        return (
-            '<div class="admonition note bnlib-explorer-static"><p class="admonition-title">'
-            f"Explorer: {html.escape(self.title)}</p><p>This page shows the result for "
-            f"{html.escape(settings)}. The explorer re-runs the experiment with your own "
-            "settings; it needs a running Python kernel. Launch this chapter in "
-            f"{buttons} (the rocket icon at the top of the page), or open it in a local "
-            "Jupyter, and run this cell to change them.</p></div>"
+        return _static_notice(
+            self.title,
+            self.chapter,
+            self.defaults,
+            "The explorer re-runs the experiment with your own settings",
         )
 
     def build(self):
@@ -257,6 +269,100 @@ class Explorer:
         else:
             display(self.build())
             self.run()
+
+
+class Slicer:
+    """Controls that re-slice a precomputed result: each change redraws the figure at
+    once, with no training and so no Run button.
+
+    Args:
+        title: what the controls choose, shown above them.
+        controls: ipywidgets by the name of the ``draw`` argument they set.
+        draw: ``draw(**values)`` returns a figure (or any displayable object).
+        chapter: the chapter's file name (for the launch links in the static book).
+    """
+
+    def __init__(
+        self, title: str, controls: dict, draw: Callable[..., object], chapter: str
+    ) -> None:
+        self.title, self.controls, self.draw, self.chapter = title, controls, draw, chapter
+        self.defaults = {name: w.value for name, w in controls.items()}
+        self.error: BaseException | None = None
+
+    def values(self) -> dict:
+        """The controls' current values, by argument name."""
+        return {name: widget.value for name, widget in self.controls.items()}
+
+    def build(self):
+        """The live controls, a status line and an output area (``ipywidgets.VBox``);
+        every control redraws on change. Sets ``self.status`` and ``self.output``."""
+        import ipywidgets as w
+
+        self.output, self.status = w.Output(), w.HTML()
+        for control in self.controls.values():
+            control.observe(self.redraw, names="value")
+        header = w.HTML(f"<b>{html.escape(self.title)}</b>")
+        return w.VBox([header, *self.controls.values(), self.status, self.output])
+
+    def redraw(self, _=None) -> None:
+        """Draw with the controls' values; a failure shows in the status line (and is
+        kept in ``self.error``), and the last figure stays."""
+        error = None
+        try:
+            result = self.draw(**self.values())
+            try:
+                self.output.outputs = (_output_of(result),)
+            finally:
+                _close_if_figure(result)
+        except Exception as caught:
+            error = caught
+        self.error, self.status.value = error, _failure_status(error)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import HTML, display
+
+        if in_book_build():
+            what = "In a running kernel the controls re-slice these precomputed runs at once"
+            display(HTML(_static_notice(self.title, self.chapter, self.defaults, what)))
+            _display_once(self.draw(**self.defaults))
+        else:
+            display(self.build())
+            self.redraw()
+
+
+def lr_sweep_slicer(frame) -> Slicer:
+    """Re-slices a learning-rate sweep (:func:`bnlib.experiments.learning_rate.lr_sweep`)
+    in the chapter "Large learning rates": pick a learning rate of the sweep and a seed
+    (or their mean); the figure (:func:`bnlib.figures.learning_rate.one_learning_rate`)
+    marks it on the accuracy curves and shows its runs with and without BN over
+    training."""
+    import ipywidgets as w
+
+    from bnlib.figures import learning_rate as figures
+
+    style = {"description_width": "110px"}
+    lrs = sorted(frame["lr"].unique())
+    seeds = sorted(frame["seed"].unique())
+    controls = {
+        "lr": w.SelectionSlider(
+            options=[(f"{v:.2g}", float(v)) for v in lrs],
+            value=figures.nearest_lr(lrs, 0.1),
+            description="learning rate",
+            style=style,
+        ),
+        "seed": w.Dropdown(
+            options=[("mean over seeds", None), *((f"seed {s}", int(s)) for s in seeds)],
+            value=None,
+            description="runs",
+            style=style,
+        ),
+    }
+    return Slicer(
+        "the learning-rate sweep, one learning rate at a time",
+        controls,
+        lambda lr, seed: figures.one_learning_rate(frame, lr, seed),
+        chapter="large_learning_rates",
+    )
 
 
 #: Learning rates an explorer offers: a 1-2-5 grid, so that the default (0.5) is one of

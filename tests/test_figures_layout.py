@@ -71,3 +71,60 @@ def test_large_steps_legends_are_below_the_panels():
     _assert_legends_below_the_data(ls_figures.relative_loss(relative))
     growth = ls_experiments.activation_growth(depth=14, batch_size=16, device="cpu")
     _assert_legends_below_the_data(ls_figures.activation_growth(growth))
+
+
+@pytest.fixture(scope="module")
+def small_sweep():
+    from bnlib.experiments.learning_rate import lr_sweep
+
+    return lr_sweep(
+        lr_range=(0.01, 1e4),
+        lr_count=3,
+        seeds=(0, 1),
+        steps=20,
+        batch_size=50,
+        config={"hidden": (16,), "activation": "relu"},
+        curve_points=4,
+        lr_drop_at=0.5,
+        train_examples=500,
+        device="cpu",
+    )
+
+
+def test_learning_rate_sweep_legends_are_below_the_panels(small_sweep):
+    from bnlib.figures import learning_rate as lr_figures
+
+    assert small_sweep["diverged"].any()  # the figures must draw diverged runs too
+    _assert_legends_below_the_data(lr_figures.accuracy_vs_lr(small_sweep))
+    _assert_legends_below_the_data(lr_figures.training_curves(small_sweep))
+    _assert_legends_below_the_data(lr_figures.one_learning_rate(small_sweep, 1e4, seed=1))
+
+
+def test_gradient_noise_figures_legends_are_below_the_panels():
+    from bnlib.experiments import gradient_noise as gn
+    from bnlib.figures import learning_rate as lr_figures
+
+    small = {"hidden": [16]}
+    noise = gn.gradient_noise(
+        batch_sizes=(4, 16), draws=3, checkpoints=(0, 2), config=small, device="cpu"
+    )
+    _assert_legends_below_the_data(lr_figures.gradient_noise(noise))
+    sweep = gn.lr_batch_sweep(
+        batch_sizes=(600, 1200),
+        lr_range=(0.01, 1e4),
+        lr_count=2,
+        epochs=0.02,
+        config=small,
+        device="cpu",
+    )
+    _assert_legends_below_the_data(lr_figures.lr_batch_sweep(sweep))
+
+
+def test_training_curves_pick_the_nearest_learning_rates(small_sweep):
+    from bnlib.figures import learning_rate as lr_figures
+
+    assert sorted(set(small_sweep["lr"])) == pytest.approx([0.01, 10, 1e4])
+    assert lr_figures.nearest_lr(small_sweep["lr"], 0.2) == pytest.approx(0.01)
+    fig = lr_figures.training_curves(small_sweep, runs=[("torch", 3.0)])
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[0] == "BN, lr 10"

@@ -373,3 +373,51 @@ def test_large_steps_explorer_draws_one_network():
     explorer.controls["depth"].value = 20
     result = explorer.compute(**explorer.values())
     assert isinstance(result, Figure) and "ResNet-20" in result.get_suptitle()
+
+
+def test_a_slicer_redraws_on_every_change_and_keeps_the_last_figure_on_a_failure():
+    from bnlib.widgets import Slicer
+
+    def draw(a, b):
+        if a == 5:
+            raise KeyError("no such slice")
+        return f"slice a={a} b={b}"
+
+    controls = {"a": w.IntSlider(value=3, min=1, max=5), "b": w.Dropdown(options=["x", "y"])}
+    slicer = Slicer("a slicer", controls, draw, chapter="large_learning_rates")
+    slicer.build()
+    slicer.redraw()
+    assert _shown(slicer) == "'slice a=3 b=x'"
+    controls["b"].value = "y"  # no Run button: the change redraws
+    assert _shown(slicer) == "'slice a=3 b=y'" and slicer.status.value == ""
+    controls["a"].value = 5
+    assert "Failed:</b> KeyError" in slicer.status.value
+    assert _shown(slicer) == "'slice a=3 b=y'"
+    controls["a"].value = 4
+    assert _shown(slicer) == "'slice a=4 b=y'" and slicer.status.value == ""
+
+
+def test_lr_sweep_slicer_offers_the_sweeps_learning_rates_and_seeds():
+    from matplotlib.figure import Figure
+
+    from bnlib.experiments.learning_rate import lr_sweep
+    from bnlib.widgets import lr_sweep_slicer
+
+    frame = lr_sweep(
+        lr_range=(0.01, 1.0),
+        lr_count=3,
+        seeds=(0, 1),
+        steps=10,
+        batch_size=50,
+        config={"hidden": (16,), "activation": "relu"},
+        train_examples=200,
+        device="cpu",
+    )
+    slicer = lr_sweep_slicer(frame)
+    lr, seed = slicer.controls["lr"], slicer.controls["seed"]
+    assert [v for _, v in lr.options] == pytest.approx([0.01, 0.1, 1.0])
+    assert lr.value == pytest.approx(0.1) and seed.value is None
+    assert [v for _, v in seed.options] == [None, 0, 1]
+    assert _holds(lr) and _holds(seed)
+    fig = slicer.draw(lr=1.0, seed=1)
+    assert isinstance(fig, Figure) and "learning rate 1" in fig.axes[1].get_title()

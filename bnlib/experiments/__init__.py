@@ -148,6 +148,7 @@ def _load_all() -> None:
     from bnlib.experiments import (  # noqa: F401
         algorithm,
         covariate_shift,
+        gradient_noise,
         large_steps,
         learning_rate,
     )

@@ -94,8 +94,9 @@ def lr_sweep(
 
     For each normalization, one stacked run trains ``lr_count x len(seeds)`` models
     (initialized by ``init`` with ``gain``, :func:`bnlib.models.initialize`; ``None``
-    keeps the architecture's default; SGD with ``momentum`` and ``weight_decay``), each with its own learning rate (``lr_count``
-    values log-spaced over ``lr_range``) and seed, for ``steps`` steps of ``batch_size``.
+    keeps the architecture's default; SGD with ``momentum`` and ``weight_decay``), each
+    with its own learning rate (``lr_count`` values log-spaced over ``lr_range``) and
+    seed, for ``steps`` steps of ``batch_size``.
     With ``lr_drop_at`` (a fraction of ``steps``), every learning rate is multiplied by
     ``lr_drop`` after that many steps (Bjorck et al.: divided by 10 at half of training).
     A model whose minibatch loss becomes non-finite or exceeds 1e3 times its first loss

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "accuracy_sweep",
     "batch_noise_slider",
     "distribution_shift",
     "in_book_build",
@@ -334,5 +335,80 @@ def relative_loss_menu(df: pd.DataFrame, seed: int = 0):
     fig.update_xaxes(type="log", title_text="step size")
     fig.update_yaxes(type="log", title_text="loss after / loss before", range=[-1.5, 12.5])
     fig = _layout(fig, title(*networks[0]))
+    fig.update_layout(height=480)
+    return fig
+
+
+def accuracy_sweep(df: pd.DataFrame):
+    """Final test and training accuracy against the learning rate, with and without BN,
+    with a slider over the seeds (and their mean); diverged runs are marked at the bottom
+    with the step at which they diverged.
+
+    Args:
+        df: :func:`bnlib.experiments.learning_rate.lr_sweep` output.
+    """
+    import plotly.graph_objects as go
+
+    from bnlib.figures.large_steps import NORM_LABELS
+    from bnlib.figures.style import PALETTE
+
+    final = df[df["step"] == df["step"].max()]
+    seeds = sorted(final["seed"].unique())
+    views = [("mean over seeds", final), *((f"seed {s}", final[final["seed"] == s]) for s in seeds)]
+    fig = go.Figure()
+    owner = []
+    for n, (_, part) in enumerate(views):
+        for norm, runs in part.groupby("norm"):
+            label = NORM_LABELS[norm]
+            ok = runs[~runs["diverged"]].groupby("lr")[["test_accuracy", "train_accuracy"]].mean()
+            for column, dash, split in (
+                ("test_accuracy", "solid", "test"),
+                ("train_accuracy", "dash", "training"),
+            ):
+                fig.add_trace(
+                    go.Scatter(
+                        x=ok.index,
+                        y=ok[column],
+                        mode="lines+markers",
+                        visible=n == 0,
+                        name=f"{label}, {split}",
+                        legendgroup=f"{label}, {split}",
+                        line={"color": PALETTE[label], "dash": dash},
+                        hovertemplate=f"{label}, {split}<br>learning rate %{{x:.2g}}"
+                        "<br>accuracy %{y:.4f}<extra></extra>",
+                    )
+                )
+                owner.append(n)
+            lost = runs[runs["diverged"]].groupby("lr")["diverged_at"].min()
+            fig.add_trace(
+                go.Scatter(
+                    x=lost.index,
+                    y=[0.03] * len(lost),
+                    mode="markers",
+                    visible=n == 0,
+                    name=f"{label}, diverged",
+                    marker={"color": PALETTE[label], "symbol": "x", "size": 10},
+                    customdata=lost.to_numpy(),
+                    hovertemplate=f"{label} diverged<br>learning rate %{{x:.2g}}"
+                    "<br>at step %{customdata}<extra></extra>",
+                )
+            )
+            owner.append(n)
+    steps = [
+        {
+            "label": label,
+            "method": "update",
+            "args": [{"visible": [o == n for o in owner]}],
+        }
+        for n, (label, _) in enumerate(views)
+    ]
+    fig.update_layout(
+        sliders=[
+            {"active": 0, "currentvalue": {"prefix": "runs: "}, "pad": {"t": 50}, "steps": steps}
+        ]
+    )
+    fig.update_xaxes(type="log", title_text="learning rate (before the drop)")
+    fig.update_yaxes(title_text="final accuracy", range=[0, 1])
+    fig = _layout(fig, "final accuracy against the learning rate")
     fig.update_layout(height=480)
     return fig
