@@ -239,17 +239,28 @@ def show_full(name: str, draw: Callable[[pd.DataFrame], object] | None = None) -
             frame if one is committed.
 
     Returns:
-        What ``draw`` returned (a figure), or None (no full result, or no ``draw``).
+        What ``draw`` returned, for the cell to display (a plotly figure, say); None if
+        there is no full result or no ``draw``, or if ``draw`` returned a matplotlib
+        figure, which is displayed here and closed (returned as well, it would show twice:
+        once as the cell's value, once when the inline backend shows the open figures).
         At the ``full`` profile the chapter's own figure is already the full result,
         so only the label is shown.
     """
     from IPython.display import display
+    from matplotlib.figure import Figure
 
     display(full_note(name))
     stored = full_result(name)
     if stored is None or draw is None or profile() == "full":
         return None
-    return draw(stored.frame)
+    drawn = draw(stored.frame)
+    if isinstance(drawn, Figure):
+        import matplotlib.pyplot as plt
+
+        display(drawn)
+        plt.close(drawn)
+        return None
+    return drawn
 
 
 def check(function: Callable[[pd.DataFrame], Sequence[Claim]], name: str) -> Claims:

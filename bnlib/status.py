@@ -191,17 +191,22 @@ PREFIX_STEPS = 40
 NO_PREFIX = {
     "noisy_bn": "its measurements at the logged steps draw from the training noise's random "
     "stream, so a run with other logged steps trains with other noise",
+    "lr_sweep": "its learning-rate drop and its logged steps are fractions of the run's "
+    "length, so a shorter run drops at another step and logs at other steps",
 }
 
-#: Experiments without training steps whose full run is too long to recompute whole in a
-#: test: the drift check recomputes these arguments' part of it (the same networks, data
-#: and grid points, fewer of them) and compares the rows it has in common with the stored
-#: result.
+#: Experiments whose full run is too long to recompute whole in a test: the drift check
+#: recomputes these arguments' part of it (the same networks, data and grid points, fewer
+#: of them) and compares the rows it has in common with the stored result.
 SUBSETS = {
     "relative_loss": {"depths": [20], "inits": ["lecun"], "seeds": [0]},
     "activation_growth": {"seeds": [0], "inits": ["lecun"]},
     "activations_along_step": {"fractions": 3},
     "gradients_at_init": {"depths": [20], "seeds": [0]},
+    # the first batch sizes: the same draws as in the full run (rows at step 0 compared)
+    "gradient_noise": {"seeds": [0], "checkpoints": [0, 300], "batch_sizes": [4, 8]},
+    # one batch size, one seed: each model of a sweep trains as if alone
+    "lr_batch_sweep": {"batch_sizes": [512], "seeds": [0]},
 }
 
 #: Float columns of tidy results that identify a row rather than measure something (some

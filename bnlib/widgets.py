@@ -287,6 +287,11 @@ class Slicer:
     ) -> None:
         self.title, self.controls, self.draw, self.chapter = title, controls, draw, chapter
         self.defaults = {name: w.value for name, w in controls.items()}
+        #: the settings as the controls show them (a dropdown's label, not its value)
+        self.shown = {
+            getattr(w, "description", "") or name: getattr(w, "label", None) or w.value
+            for name, w in controls.items()
+        }
         self.error: BaseException | None = None
 
     def values(self) -> dict:
@@ -323,7 +328,7 @@ class Slicer:
 
         if in_book_build():
             what = "In a running kernel the controls re-slice these precomputed runs at once"
-            display(HTML(_static_notice(self.title, self.chapter, self.defaults, what)))
+            display(HTML(_static_notice(self.title, self.chapter, self.shown, what)))
             _display_once(self.draw(**self.defaults))
         else:
             display(self.build())
@@ -351,8 +356,9 @@ def lr_sweep_slicer(frame) -> Slicer:
             style=style,
         ),
         "seed": w.Dropdown(
-            options=[("mean over seeds", None), *((f"seed {s}", int(s)) for s in seeds)],
-            value=None,
+            # not None: an ipywidgets dropdown reads the value None as "nothing selected"
+            options=[("mean over seeds", -1), *((f"seed {s}", int(s)) for s in seeds)],
+            value=-1,
             description="runs",
             style=style,
         ),
@@ -360,7 +366,7 @@ def lr_sweep_slicer(frame) -> Slicer:
     return Slicer(
         "the learning-rate sweep, one learning rate at a time",
         controls,
-        lambda lr, seed: figures.one_learning_rate(frame, lr, seed),
+        lambda lr, seed: figures.one_learning_rate(frame, lr, None if seed == -1 else seed),
         chapter="large_learning_rates",
     )
 

@@ -64,6 +64,25 @@ def test_a_committed_full_result_is_shown_with_its_provenance(results):
     assert book.show_full("sigmoid_saturation", lambda frame: len(frame)) == len(stored.frame)
 
 
+def test_a_full_matplotlib_figure_is_shown_once(results, capsys):
+    """Returned to the cell, a figure would show twice (as the cell's value and as an open
+    figure): show_full displays it, closes it and returns None."""
+    import matplotlib.pyplot as plt
+
+    experiments.run("sigmoid_saturation", "full")
+    drawn = []
+
+    def draw(frame):
+        fig, ax = plt.subplots()
+        ax.plot(range(len(frame)))
+        drawn.append(fig)
+        return fig
+
+    assert book.show_full("sigmoid_saturation", draw) is None
+    assert len(drawn) == 1 and not plt.fignum_exists(drawn[0].number)
+    assert "Figure" in capsys.readouterr().out  # displayed (as text outside a kernel)
+
+
 def test_a_full_result_from_older_code_is_marked_stale(results):
     first = experiments.run("sigmoid_saturation", "full")
     meta = dict(first.meta, key="0" * 16, code_hash="feedfacefeedface")

@@ -416,8 +416,10 @@ def test_lr_sweep_slicer_offers_the_sweeps_learning_rates_and_seeds():
     slicer = lr_sweep_slicer(frame)
     lr, seed = slicer.controls["lr"], slicer.controls["seed"]
     assert [v for _, v in lr.options] == pytest.approx([0.01, 0.1, 1.0])
-    assert lr.value == pytest.approx(0.1) and seed.value is None
-    assert [v for _, v in seed.options] == [None, 0, 1]
+    assert lr.value == pytest.approx(0.1) and seed.label == "mean over seeds"
+    assert [label for label, _ in seed.options] == ["mean over seeds", "seed 0", "seed 1"]
+    # the static book names the settings as the controls show them
+    assert slicer.shown == {"learning rate": "0.1", "runs": "mean over seeds"}
     assert _holds(lr) and _holds(seed)
     fig = slicer.draw(lr=1.0, seed=1)
     assert isinstance(fig, Figure) and "learning rate 1" in fig.axes[1].get_title()

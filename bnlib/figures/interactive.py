@@ -407,7 +407,9 @@ def accuracy_sweep(df: pd.DataFrame):
             {"active": 0, "currentvalue": {"prefix": "runs: "}, "pad": {"t": 50}, "steps": steps}
         ]
     )
-    fig.update_xaxes(type="log", title_text="learning rate (before the drop)")
+    fig.update_xaxes(
+        type="log", title_text="learning rate (before the drop)", exponentformat="power"
+    )
     fig.update_yaxes(title_text="final accuracy", range=[0, 1])
     fig = _layout(fig, "final accuracy against the learning rate")
     fig.update_layout(height=480)

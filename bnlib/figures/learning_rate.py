@@ -117,7 +117,7 @@ def training_curves(
     handles, labels = [], []
     for norm, lr in runs:
         chosen = nearest_lr(d.loc[d["norm"] == norm, "lr"], lr)
-        part = d[(d["norm"] == norm) & (d["lr"] == chosen)]
+        part = d[(d["norm"] == norm) & (d["lr"] == chosen) & ~d["diverged"]]
         curve = part.groupby("step")[list(_SPLIT_STYLES)].mean()
         color = _run_color(norm, chosen, [lr for n, lr in runs if n == norm])
         for column, style in _SPLIT_STYLES.items():
@@ -141,7 +141,7 @@ def _run_color(norm: str, lr: float, lrs: Sequence[float]) -> tuple:
         return tuple(base)
     rank = sorted(lrs).index(min(lrs, key=lambda v: abs(np.log(v / lr))))
     t = rank / (len(lrs) - 1)  # 0: the smallest rate, drawn light; 1: the largest, dark
-    light, dark = base + (1 - base) * 0.6, base * 0.5
+    light, dark = base + (1 - base) * 0.65, base * 0.35
     return tuple(light + (dark - light) * t)
 
 
@@ -161,7 +161,7 @@ def gradient_noise(df: pd.DataFrame) -> Figure:
         df: :func:`bnlib.experiments.gradient_noise.gradient_noise` output.
     """
     steps = sorted(df["step"].unique())
-    fig, axes = plt.subplots(1, len(steps), figsize=(5 * len(steps), 4.4), sharey=True)
+    fig, axes = plt.subplots(1, len(steps), figsize=(min(5 * len(steps), 11), 4.4), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, step in zip(axes, steps):
         part = df[df["step"] == step].groupby(["norm", "batch_size"])["scaled_variance"].mean()
@@ -170,7 +170,8 @@ def gradient_noise(df: pd.DataFrame) -> Figure:
             ax.plot(sizes, line.to_numpy(), "o-", color=PALETTE[NORM_LABELS[norm]], lw=2)
         title = "at initialization" if step == 0 else f"after {step} training steps"
         ax.set(xscale="log", yscale="log", xlabel="batch size $|B|$", title=title)
-        ax.set_xticks(sorted(df["batch_size"].unique()), minor=False)
+        sizes = sorted(df["batch_size"].unique())
+        ax.set_xticks(sizes[:: max(1, len(sizes) // 4)], minor=False)
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.minorticks_off()
     axes[0].set_ylabel(r"$|B| \cdot$ variance of the gradient")
@@ -191,6 +192,7 @@ def lr_batch_sweep(df: pd.DataFrame, metric: str = "test_accuracy") -> Figure:
         metric: ``"test_accuracy"`` or ``"train_accuracy"``.
     """
     colors = batch_size_colors(df["batch_size"])
+    heights = {b: 0.02 + 0.035 * i for i, b in enumerate(colors)}  # crosses apart, per size
     norms = [n for n in ("none", "torch") if n in set(df["norm"])]
     fig, axes = plt.subplots(len(norms), 2, figsize=(10, 3.6 * len(norms) + 0.8), sharey=True)
     axes = np.atleast_2d(axes)
@@ -201,7 +203,7 @@ def lr_batch_sweep(df: pd.DataFrame, metric: str = "test_accuracy") -> Figure:
             lost = lost[lost].index.to_numpy()
             for ax, scale in zip(row, (1.0, 1.0 / b)):
                 ax.plot(ok.index * scale, ok.to_numpy(), "o-", color=colors[b], lw=2, ms=4)
-                ax.plot(lost * scale, np.full(len(lost), 0.03), "x", color=colors[b], mew=2)
+                ax.plot(lost * scale, np.full(len(lost), heights[b]), "x", color=colors[b], mew=2)
         row[0].set_ylabel(f"{NORM_LABELS[norm]}\n{metric.split('_')[0]} accuracy")
         for ax in row:
             ax.set(xscale="log", ylim=(0, 1))
@@ -210,14 +212,15 @@ def lr_batch_sweep(df: pd.DataFrame, metric: str = "test_accuracy") -> Figure:
     handles = [Line2D([], [], color=c, lw=2, marker="o") for c in colors.values()]
     handles.append(Line2D([], [], color="k", ls="", marker="x", mew=2))
     labels = [f"|B| = {b}" for b in colors] + ["every seed diverged"]
-    legend_below(fig, handles, labels, ncol=len(labels))
+    legend_below(fig, handles, labels, ncol=4)
     return fig
 
 
 def one_learning_rate(df: pd.DataFrame, lr: float, seed: int | None = None) -> Figure:
     """One learning rate of the sweep: where it sits on the accuracy-against-learning-rate
     curves (left), and the test and training accuracy of its runs with and without BN
-    over training (right).
+    over training (right; a run that diverged is drawn until it diverged, and the title
+    says when).
 
     Args:
         df: :func:`bnlib.experiments.learning_rate.lr_sweep` output.
@@ -235,9 +238,11 @@ def one_learning_rate(df: pd.DataFrame, lr: float, seed: int | None = None) -> F
         left.plot(part["lr"], part["test_mean"], "-", marker="o", ms=4, color=color, lw=2)
         run = d[(d["norm"] == norm) & (d["lr"] == chosen)]
         if run["diverged"].any():
-            first = int(run.loc[run["diverged_at"] >= 0, "diverged_at"].min())
-            notes.append(f"{NORM_LABELS[norm]} diverged at step {first}")
-        curve = run.groupby("step")[list(_SPLIT_STYLES)].mean()
+            at = run.loc[run["diverged_at"] >= 0].groupby("seed")["diverged_at"].first()
+            seeds = run["seed"].nunique()
+            which = "diverged" if seeds == 1 else f"{len(at)} of {seeds} seeds diverged, first"
+            notes.append(f"{NORM_LABELS[norm]} {which} at step {int(at.min())}")
+        curve = run[~run["diverged"]].groupby("step")[list(_SPLIT_STYLES)].mean()
         for column, style in _SPLIT_STYLES.items():
             right.plot(100 * curve.index / total, curve[column], style, color=color, lw=2)
     left.axvline(chosen, color="k", lw=1.5, ls=":")
@@ -245,7 +250,7 @@ def one_learning_rate(df: pd.DataFrame, lr: float, seed: int | None = None) -> F
     left.set_title("final test accuracy")
     right.axvline(50, color="0.5", lw=1, ls=":")
     right.set(xlabel="% of training", xlim=(0, 100))
-    right.set_title(f"learning rate {chosen:.2g}" + (f" ({'; '.join(notes)})" if notes else ""))
+    right.set_title("\n".join([f"learning rate {chosen:.2g}", *notes]), fontsize="small")
     handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
     handles += [Line2D([], [], color="k", ls=s, lw=2) for s in ("-", "--")]
     legend_below(fig, handles, ["no BN", "BN", "test", "training"])
