@@ -412,5 +412,10 @@ def accuracy_sweep(df: pd.DataFrame):
     )
     fig.update_yaxes(title_text="final accuracy", range=[0, 1])
     fig = _layout(fig, "final accuracy against the learning rate")
-    fig.update_layout(height=480)
+    # the legend above the plot, in rows: at the side it would not fit a text column
+    fig.update_layout(
+        height=540,
+        margin={"t": 120},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+    )
     return fig
