@@ -99,6 +99,16 @@ def _output_of(result) -> dict:
     return {"output_type": "display_data", "data": data, "metadata": metadata}
 
 
+def _label_of(widget) -> object:
+    """What a control shows for its value: the option's label for a dropdown or selection
+    slider (read from the options: ipywidgets leaves ``label`` unset while the first option
+    is selected), else the value itself."""
+    for option in getattr(widget, "options", ()):
+        if isinstance(option, tuple) and option[1] == widget.value:
+            return option[0]
+    return widget.value
+
+
 def _static_notice(title: str, chapter: str, defaults: dict, what: str) -> str:
     """The HTML a static book shows in place of an explorer's controls: the settings of
     the figure shown, ``what`` the explorer does, and how to launch the chapter."""
@@ -289,8 +299,7 @@ class Slicer:
         self.defaults = {name: w.value for name, w in controls.items()}
         #: the settings as the controls show them (a dropdown's label, not its value)
         self.shown = {
-            getattr(w, "description", "") or name: getattr(w, "label", None) or w.value
-            for name, w in controls.items()
+            getattr(w, "description", "") or name: _label_of(w) for name, w in controls.items()
         }
         self.error: BaseException | None = None
 

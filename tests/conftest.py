@@ -103,3 +103,24 @@ def chromium():
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def small_sweep():
+    """A real learning-rate sweep at a tiny scale (a one-layer MLP on MNIST, 20 steps,
+    learning rates 0.01, 10 and 1e4, two seeds, the drop at half of training), with runs
+    that diverge: the input of the sweep's figures, interactive figure and slicer tests."""
+    from bnlib.experiments.learning_rate import lr_sweep
+
+    return lr_sweep(
+        lr_range=(0.01, 1e4),
+        lr_count=3,
+        seeds=(0, 1),
+        steps=20,
+        batch_size=50,
+        config={"hidden": (16,), "activation": "relu"},
+        curve_points=4,
+        lr_drop_at=0.5,
+        train_examples=500,
+        device="cpu",
+    )

@@ -73,24 +73,6 @@ def test_large_steps_legends_are_below_the_panels():
     _assert_legends_below_the_data(ls_figures.activation_growth(growth))
 
 
-@pytest.fixture(scope="module")
-def small_sweep():
-    from bnlib.experiments.learning_rate import lr_sweep
-
-    return lr_sweep(
-        lr_range=(0.01, 1e4),
-        lr_count=3,
-        seeds=(0, 1),
-        steps=20,
-        batch_size=50,
-        config={"hidden": (16,), "activation": "relu"},
-        curve_points=4,
-        lr_drop_at=0.5,
-        train_examples=500,
-        device="cpu",
-    )
-
-
 def test_learning_rate_sweep_legends_are_below_the_panels(small_sweep):
     from bnlib.figures import learning_rate as lr_figures
 

@@ -397,29 +397,21 @@ def test_a_slicer_redraws_on_every_change_and_keeps_the_last_figure_on_a_failure
     assert _shown(slicer) == "'slice a=4 b=y'" and slicer.status.value == ""
 
 
-def test_lr_sweep_slicer_offers_the_sweeps_learning_rates_and_seeds():
+def test_lr_sweep_slicer_offers_the_sweeps_learning_rates_and_seeds(small_sweep):
     from matplotlib.figure import Figure
 
-    from bnlib.experiments.learning_rate import lr_sweep
     from bnlib.widgets import lr_sweep_slicer
 
-    frame = lr_sweep(
-        lr_range=(0.01, 1.0),
-        lr_count=3,
-        seeds=(0, 1),
-        steps=10,
-        batch_size=50,
-        config={"hidden": (16,), "activation": "relu"},
-        train_examples=200,
-        device="cpu",
-    )
-    slicer = lr_sweep_slicer(frame)
+    slicer = lr_sweep_slicer(small_sweep)
     lr, seed = slicer.controls["lr"], slicer.controls["seed"]
-    assert [v for _, v in lr.options] == pytest.approx([0.01, 0.1, 1.0])
-    assert lr.value == pytest.approx(0.1) and seed.label == "mean over seeds"
+    assert [v for _, v in lr.options] == pytest.approx([0.01, 10, 1e4])
+    # the default is the sweep's rate nearest 0.1 on a log scale
+    assert lr.value == pytest.approx(0.01) and seed.label == "mean over seeds"
     assert [label for label, _ in seed.options] == ["mean over seeds", "seed 0", "seed 1"]
     # the static book names the settings as the controls show them
-    assert slicer.shown == {"learning rate": "0.1", "runs": "mean over seeds"}
+    assert slicer.shown == {"learning rate": "0.01", "runs": "mean over seeds"}
     assert _holds(lr) and _holds(seed)
-    fig = slicer.draw(lr=1.0, seed=1)
-    assert isinstance(fig, Figure) and "learning rate 1" in fig.axes[1].get_title()
+    fig = slicer.draw(lr=1e4, seed=1)
+    title = fig.axes[1].get_title()
+    assert isinstance(fig, Figure) and title.startswith("learning rate 1e+04")
+    assert "no BN diverged at step" in title  # one seed: its own divergence step
