@@ -208,6 +208,24 @@ SUBSETS = {
     "gradients_at_init": {"depths": [20], "seeds": [0]},
     # the first batch sizes: the same draws as in the full run (rows at step 0 compared)
     "gradient_noise": {"seeds": [0], "checkpoints": [0, 300], "batch_sizes": [4, 8]},
+    "output_collapse": {
+        "seeds": [0],
+        "mlp_depths": [5, 100],
+        "residual_depths": [10],
+        "resnet_depths": [8],
+    },
+    "gaussian_products": {"depths": [1, 3]},
+    "network_spectra": {"depths": [1, 3], "seeds": [0], "activations": ["linear"]},
+    # rows at steps 0 and 10 compared; sigmoid only: ReLU without BN diverges within 10
+    # steps at this learning rate, where float32 round-off is amplified without bound
+    "jacobians_over_training": {
+        "checkpoints": [0, 10, 100],
+        "seeds": [0],
+        "activations": ["sigmoid"],
+    },
+    "gradient_explosion": {"seeds": [0], "depths": [10, 25]},
+    "init_schemes": {"seeds": [0]},
+    "residual_variance": {"seeds": [0]},
 }
 
 #: Float columns of tidy results that identify a row rather than measure something (some

@@ -149,6 +149,7 @@ def _load_all() -> None:
         algorithm,
         covariate_shift,
         gradient_noise,
+        initialization,
         large_steps,
         learning_rate,
     )
