@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ __all__ = [
     "gaussian_product_singular_values",
     "hidden_jacobians",
     "hidden_states",
+    "layer_jacobians",
     "product_edge",
     "quarter_circle_cdf",
     "quarter_circle_density",
@@ -188,19 +189,50 @@ def hidden_states(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return states
 
 
-def hidden_jacobians(model: nn.Module, h: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    r"""Per-example Jacobians of an MLP's hidden layers ``start .. stop - 1``:
-    :math:`\partial h_{\text{stop}} / \partial h_{\text{start}}`, where :math:`h_i` is the
-    output of hidden layer :math:`i` (:math:`h_0` the flattened input) and hidden layer
-    :math:`i` (0-based) maps :math:`h_i` to
-    :math:`h_{i+1} = \phi(\mathrm{norm}(W_i h_i))`.
+def layer_jacobians(
+    model: nn.Module, layers: Sequence[Callable[[torch.Tensor], torch.Tensor]], h: torch.Tensor
+) -> torch.Tensor:
+    r"""Per-example Jacobians of a composition of ``model``'s layers,
+    :math:`\partial (f_k \circ \dots \circ f_1)(h) / \partial h`, at each row of ``h``.
 
     The model is used as it is: in eval mode BN applies its running statistics as
     constants (use :func:`frozen_batch_statistics` for a batch's own); in train mode
     this function refuses, as BN would then mix the examples.
 
     Args:
-        model: a single :class:`bnlib.models.MLP` (``members=1``).
+        model: the network the layers belong to (checked for train-mode BN).
+        layers: callables mapping ``(1, n_in)`` to ``(1, n_out)``, applied in order.
+        h: ``(B, n_in)``: the points, one example per row.
+
+    Returns:
+        ``(B, n_out, n_in)``: one Jacobian per example.
+    """
+    if model.training and any(_is_batch_norm(m) for m in model.modules()):
+        raise ValueError(
+            "in train mode BN mixes the examples of a batch, so there is no per-example "
+            "Jacobian: call model.eval(), or use frozen_batch_statistics(model, x)"
+        )
+
+    def composed(one: torch.Tensor) -> torch.Tensor:
+        out = one.unsqueeze(0)
+        for layer in layers:
+            out = layer(out)
+        return out.squeeze(0)
+
+    with torch.no_grad():  # the Jacobians are values, not part of a graph
+        return torch.func.vmap(torch.func.jacrev(composed))(h.detach())
+
+
+def hidden_jacobians(model: nn.Module, h: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    r"""Per-example Jacobians of an MLP's hidden layers ``start .. stop - 1``:
+    :math:`\partial h_{\text{stop}} / \partial h_{\text{start}}`, where :math:`h_i` is the
+    output of hidden layer :math:`i` (:math:`h_0` the flattened input) and hidden layer
+    :math:`i` (0-based) maps :math:`h_i` to
+    :math:`h_{i+1} = \phi(\mathrm{norm}(W_i h_i))` (see :func:`layer_jacobians`).
+
+    Args:
+        model: a single :class:`bnlib.models.MLP` (``members=1``), not in train mode if
+            it has BN.
         h: ``(B, width_start)`` the inputs of hidden layer ``start``.
         start, stop: ``0 <= start < stop <= depth``.
 
@@ -210,17 +242,8 @@ def hidden_jacobians(model: nn.Module, h: torch.Tensor, start: int, stop: int) -
     depth = len(model.linears)
     if not 0 <= start < stop <= depth:
         raise ValueError(f"need 0 <= start < stop <= {depth} (hidden layers), got {start}, {stop}")
-    if model.training and any(_is_batch_norm(m) for m in model.modules()):
-        raise ValueError(
-            "in train mode BN mixes the examples of a batch, so there is no per-example "
-            "Jacobian: call model.eval(), or use frozen_batch_statistics(model, x)"
-        )
-
-    def layers(one: torch.Tensor) -> torch.Tensor:
-        out = one.unsqueeze(0)
-        for i in range(start, stop):
-            out = model.activations[i](model.norms[i](model.linears[i](out)))
-        return out.squeeze(0)
-
-    with torch.no_grad():  # the Jacobians are values, not part of a graph
-        return torch.func.vmap(torch.func.jacrev(layers))(h.detach())
+    layers = [
+        nn.Sequential(model.linears[i], model.norms[i], model.activations[i])
+        for i in range(start, stop)
+    ]
+    return layer_jacobians(model, layers, h)

@@ -100,3 +100,15 @@ def test_skipinit_sweep_rows_and_diverged_runs_have_no_accuracy():
 def test_depth_trainability_rows():
     df = init.depth_trainability(depths=(2,), lr_count=2, steps=5, width=16)
     assert len(df) == 4 and set(df["norm"]) == {"none", "torch"}
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_fresh_network_measures_one_network(residual):
+    df = init.fresh_network(depth=6, width=16, residual=residual, examples=2, images=50)
+    counts = df["quantity"].value_counts()
+    assert counts["majority"] == 1 and counts["singular value"] == 2 * 16
+    assert counts["rms"] == (4 if residual else 6)
+    with pytest.raises(ValueError, match="too shallow"):
+        init.fresh_network(depth=1)
+    with pytest.raises(ValueError, match="unknown initialization"):
+        init.fresh_network(init="he x 1.2")

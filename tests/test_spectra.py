@@ -111,3 +111,21 @@ def test_hidden_jacobians_refuse_train_mode_with_bn_and_bad_layers():
         spectra.hidden_jacobians(model, h, 1, 2)
     with pytest.raises(ValueError, match="0 <= start < stop"):
         spectra.hidden_jacobians(model.eval(), h, 2, 2)
+
+
+def test_layer_jacobians_of_residual_blocks_match_autograd():
+    from bnlib.residual import ResidualMLP
+
+    torch.manual_seed(0)
+    model = ResidualMLP(width=10, blocks=2, norm="torch").double()
+    x = torch.randn(16, 784, dtype=torch.float64)
+    with spectra.frozen_batch_statistics(model, x):
+        with torch.no_grad():
+            h = model.stem(x)
+        jac = spectra.layer_jacobians(model, list(model.blocks), h[:3])
+
+        def blocks(one):
+            return model.blocks[1](model.blocks[0](one.unsqueeze(0))).squeeze(0)
+
+        reference = torch.autograd.functional.jacobian(blocks, h[2])
+    torch.testing.assert_close(jac[2], reference, rtol=1e-10, atol=1e-12)

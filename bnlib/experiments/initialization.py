@@ -45,12 +45,14 @@ from bnlib.spectra import (
     gaussian_product_singular_values,
     hidden_jacobians,
     hidden_states,
+    layer_jacobians,
 )
 from bnlib.step import channel_statistics
 
 __all__ = [
     "INIT_SCHEMES",
     "depth_trainability",
+    "fresh_network",
     "gaussian_products",
     "gradient_explosion",
     "init_schemes",
@@ -680,4 +682,96 @@ def skipinit_sweep(
                 "diverged": diverged,
             }
         )
+    return pd.DataFrame(rows)
+
+
+def fresh_network(
+    depth: int = 20,
+    width: int = 128,
+    init: str = "he",
+    gain_factor: float = 1.0,
+    norm: str = "none",
+    residual: bool = False,
+    activation: str = "relu",
+    examples: int = 8,
+    batch_size: int = 256,
+    images: int = 500,
+    seed: int = 0,
+    dataset: str = "fashion-mnist",
+    device: str | None = None,
+) -> pd.DataFrame:
+    r"""Everything the chapter measures on one fresh network, for its explorer: no
+    training, a few seconds on a CPU.
+
+    The network: a plain MLP of ``depth`` hidden layers of ``width``, or (``residual``)
+    a :class:`bnlib.residual.ResidualMLP` of ``depth // 2`` blocks of two layers;
+    ``activation``, ``norm``; initialization ``init`` (a key of :data:`INIT_SCHEMES`
+    without ``"he x 1.2"``) with its gain times ``gain_factor``, where He's and the
+    orthogonal scheme's gain is the one that keeps the scale through ``activation``
+    (sqrt(2) for ReLU, else 1).
+
+    Measured on one training batch of ``batch_size`` with BN's statistics held fixed
+    (:func:`bnlib.spectra.frozen_batch_statistics`): the root mean square of each
+    hidden layer's output (residual: of the stream :math:`h_b`), and the singular values
+    of the Jacobian from the first hidden layer's output to the last (residual: from
+    :math:`h_0` to :math:`h_B`) at ``examples`` examples. On the first ``images`` test
+    images, in train mode: the share given the most frequent class. The model is left
+    unchanged.
+
+    Returns:
+        Rows ``quantity, layer, index, value``: ``"rms"`` per ``layer``,
+        ``"singular value"`` per ``index`` (examples pooled), one ``"majority"`` row.
+
+    Raises:
+        ValueError: depth below 2 (4 with ``residual``), or an unknown scheme.
+    """
+    if init not in INIT_SCHEMES or init == "he x 1.2":
+        raise ValueError(f"unknown initialization {init!r}: use default, xavier, he or orthogonal")
+    if depth < (4 if residual else 2):
+        raise ValueError(
+            f"depth {depth} is too shallow: the Jacobian spans the layers after the first, "
+            "so use at least 2 layers (4 with residual blocks of two layers)"
+        )
+    dev = pick_device(device)
+    data = datasets.load(dataset, "train", dev)
+    test = datasets.load(dataset, "test", dev)
+    scheme = INIT_SCHEMES[init][0]
+    gain = (_gain(activation) if init in ("he", "orthogonal") else 1.0) * gain_factor
+    seed_everything(seed)
+    if residual:
+        model = ResidualMLP(
+            width=width,
+            blocks=depth // 2,
+            norm=norm,
+            activation=activation,
+            init=scheme,
+            gain=gain,
+        )
+    else:
+        model = MLP(
+            hidden=(width,) * depth, activation=activation, norm=norm, init=scheme, gain=gain
+        )
+    model = model.to(dev)
+    idx = next(batch_indices(len(data.y), batch_size, 1, torch.Generator().manual_seed(seed), dev))
+    x = data.x[idx]
+    with frozen_batch_statistics(model, x):
+        if residual:
+            with torch.no_grad():
+                states = [model.stem(x.flatten(1))]
+                for block in model.blocks:
+                    states.append(block(states[-1]))
+            jac = layer_jacobians(model, list(model.blocks), states[0][:examples])
+        else:
+            states = hidden_states(model, x)[1:]
+            jac = hidden_jacobians(model, states[0][:examples], 1, depth)
+    with preserved_state(model), torch.no_grad():
+        model.train()
+        majority = majority_fraction(model(test.x[:images]).argmax(1))
+    rows = [
+        {"quantity": "rms", "layer": layer, "value": float(h.double().pow(2).mean().sqrt())}
+        for layer, h in enumerate(states, start=0 if residual else 1)
+    ]
+    values = torch.linalg.svdvals(jac.double()).flatten().cpu().tolist()
+    rows += [{"quantity": "singular value", "index": i, "value": v} for i, v in enumerate(values)]
+    rows.append({"quantity": "majority", "value": majority})
     return pd.DataFrame(rows)

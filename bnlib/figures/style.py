@@ -13,7 +13,12 @@ if TYPE_CHECKING:
     from matplotlib.legend import Legend
 
 #: Colors for "without BN" and "with BN" in every figure of the book.
-PALETTE = {"no BN": "#d95f02", "BN": "#1b9e77", "BN + noise": "#7570b3"}
+PALETTE = {
+    "no BN": "#d95f02",
+    "BN": "#1b9e77",
+    "BN + noise": "#7570b3",
+    "SkipInit": "#e7298a",
+}
 
 
 #: Line styles of the 15th, 50th and 85th percentiles, distinguishable in print.

@@ -1,0 +1,452 @@
+"""Figures of the chapter "Random initialization": each takes an experiment's DataFrame
+(:mod:`bnlib.experiments.initialization`) and draws it, or summarizes it as a table;
+none trains."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from bnlib.figures.style import PALETTE, legend_below
+from bnlib.spectra import (
+    product_edge,
+    quarter_circle_cdf,
+    quarter_circle_density,
+    singular_value_summary,
+)
+
+__all__ = [
+    "ARCHITECTURE_LABELS",
+    "NEAR_ONE",
+    "VARIANT_LABELS",
+    "YANG_FACTOR",
+    "depth_trainability",
+    "gaussian_products",
+    "gradient_explosion",
+    "growth_factors",
+    "init_schemes",
+    "jacobian_summary",
+    "jacobians_over_training",
+    "output_collapse",
+    "residual_variance",
+    "skipinit_sweep",
+    "spectrum_statistics",
+    "spectrum_table",
+]
+
+NORM_LABELS = {"none": "no BN", "torch": "BN", "bnlib": "BN"}
+ARCHITECTURE_LABELS = {
+    "mlp": "plain MLP",
+    "residual": "residual MLP",
+    "resnet": "CIFAR ResNet (conv.)",
+}
+INIT_STYLES = {"he": "-", "default": ":"}
+INIT_LABELS = {"he": "He: N(0, 2/fan-in)", "default": "PyTorch default"}
+#: Colors of the initialization schemes of :func:`init_schemes` (colorblind-safe).
+SCHEME_COLORS = {
+    "default": "#999999",
+    "xavier": "#0072B2",
+    "he": "#009E73",
+    "orthogonal": "#E69F00",
+    "he x 1.2": "#CC79A7",
+}
+#: The networks of the SkipInit sweep, by the experiment's variant names.
+VARIANT_LABELS = {"none": "no BN", "bn": "BN", "skipinit": "SkipInit"}
+#: Yang et al.'s growth of the squared gradient norm per layer, going backwards, in a
+#: deep ReLU MLP with BN at initialization.
+YANG_FACTOR = math.pi / (math.pi - 1)
+#: A singular value "near 1" (Ioffe & Szegedy's conjecture), for :func:`jacobian_summary`.
+NEAR_ONE = (0.5, 2.0)
+
+
+def _band(ax, x, values: pd.DataFrame, color, style="-", label=None) -> None:
+    """Mean over seeds (columns) as a line, min-max as a shaded band."""
+    ax.plot(x, values.mean(axis=1), style, color=color, lw=2, label=label)
+    if values.shape[1] > 1:
+        ax.fill_between(x, values.min(axis=1), values.max(axis=1), color=color, alpha=0.2, lw=0)
+
+
+def output_collapse(df: pd.DataFrame) -> Figure:
+    """The share of test images given the most frequent class, against depth, per
+    architecture: lines are the mean over seeds, bands the range.
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.output_collapse` output.
+    """
+    archs = [a for a in ARCHITECTURE_LABELS if a in set(df["architecture"])]
+    fig, axes = plt.subplots(
+        len(archs), 1, figsize=(7.5, 3.0 * len(archs)), sharey=True, squeeze=False
+    )
+    for ax, arch in zip(axes[:, 0], archs):
+        part = df[df["architecture"] == arch]
+        for (norm, init), one in part.groupby(["norm", "init"]):
+            wide = one.pivot_table(index="depth", columns="seed", values="majority")
+            _band(ax, wide.index, wide, PALETTE[NORM_LABELS[norm]], INIT_STYLES[init])
+        ax.set(xscale="log", ylim=(0, 1.05), title=ARCHITECTURE_LABELS[arch], ylabel="majority")
+        depths = sorted(part["depth"].unique())
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.minorticks_off()
+    axes[-1, 0].set_xlabel("depth (layers)")
+    inits = [i for i in INIT_STYLES if i in set(df["init"])]
+    handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
+    handles += [Line2D([], [], color="k", ls=INIT_STYLES[i], lw=2) for i in inits]
+    legend_below(fig, handles, ["no BN", "BN", *(INIT_LABELS[i] for i in inits)], ncol=2)
+    return fig
+
+
+def gaussian_products(df: pd.DataFrame, depths=(1, 3, 5), bins: int = 50) -> Figure:
+    """Histograms of the singular values of Gaussian products of ``depths`` matrices,
+    with the quarter-circle law (one matrix) and each product's theoretical largest
+    singular value.
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.gaussian_products` output.
+    """
+    fig, axes = plt.subplots(1, len(depths), figsize=(10, 3.6), sharey=True)
+    top = max(product_edge(d) for d in depths) * 1.08
+    edges = np.linspace(0, top, bins + 1)
+    for ax, depth in zip(np.atleast_1d(axes), depths):
+        values = df.loc[df["depth"] == depth, "value"]
+        ax.hist(values, edges, density=True, color=PALETTE["no BN"], alpha=0.75)
+        if depth == 1:
+            s = np.linspace(0, 2, 200)
+            ax.plot(s, quarter_circle_density(s), "k-", lw=1.8)
+        ax.axvline(product_edge(depth), color="k", ls="--", lw=1.5)
+        ax.set(title=f"L = {depth}", xlabel="singular value", yscale="log", ylim=(1e-3, 30))
+    np.atleast_1d(axes)[0].set_ylabel("density")
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color=PALETTE["no BN"], alpha=0.75),
+        Line2D([], [], color="k", lw=1.8),
+        Line2D([], [], color="k", ls="--", lw=1.5),
+    ]
+    labels = ["simulation", "quarter-circle law (L = 1)", "theory's largest value"]
+    legend_below(fig, handles, labels)
+    return fig
+
+
+def spectrum_table(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """:func:`bnlib.spectra.singular_value_summary` of the ``value`` column per group.
+
+    Returns:
+        One row per group of ``by``: the group's columns, ``largest``, ``median``,
+        ``fraction_small`` and ``rms`` (root mean square singular value).
+    """
+    rows = []
+    for key, part in df.groupby(by):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append(
+            {
+                **dict(zip(by, key)),
+                **singular_value_summary(part["value"]),
+                "rms": float(np.sqrt((part["value"] ** 2).mean())),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = None) -> Figure:
+    """The largest singular value, the median and the share below 0.1 against the
+    number of matrices: Gaussian products with the theory, and optionally real
+    networks' Jacobians across as many layers.
+
+    Args:
+        products: :func:`bnlib.experiments.initialization.gaussian_products` output.
+        networks: :func:`bnlib.experiments.initialization.network_spectra` output.
+    """
+    stats = spectrum_table(products, ["depth"])
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.9))
+    depths = stats["depth"].to_numpy()
+    grid = np.arange(1, depths.max() + 1)
+    theory = {
+        "largest": ([product_edge(d) for d in grid], grid),
+        "median": ([_quarter_circle_median()], [1]),
+        "fraction_small": ([float(quarter_circle_cdf(0.1))], [1]),
+    }
+    titles = {"largest": "largest", "median": "median", "fraction_small": "share below 0.1"}
+    for ax, metric in zip(axes, titles):
+        ax.plot(depths, stats[metric], "o", color="0.35", ms=6)
+        values, at = theory[metric]
+        ax.plot(at, values, "k-" if len(at) > 1 else "k*", lw=1.5, ms=12)
+        ax.set(title=titles[metric], xlabel="matrices / layers L")
+        if metric != "fraction_small":
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    handles = [
+        Line2D([], [], color="0.35", marker="o", ls="none"),
+        Line2D([], [], color="k", lw=1.5, marker="*", ms=10),
+    ]
+    labels = ["Gaussian product", "theory"]
+    if networks is not None:
+        net = spectrum_table(networks, ["activation", "norm", "depth"])
+        markers = {"linear": "s", "relu": "^"}
+        for (act, norm), part in net.groupby(["activation", "norm"]):
+            color = PALETTE[NORM_LABELS[norm]]
+            for ax, metric in zip(axes, titles):
+                shown = part[part[metric] > 0] if metric == "median" else part  # log axis
+                ax.plot(
+                    shown["depth"],
+                    shown[metric],
+                    markers[act],
+                    color=color,
+                    ms=7,
+                    mfc="none",
+                    mew=1.6,
+                )
+        for act, mk in markers.items():
+            if act in set(networks["activation"]):
+                for norm in ("no BN", "BN"):
+                    handles.append(
+                        Line2D([], [], color=PALETTE[norm], marker=mk, ls="none", mfc="none")
+                    )
+                    labels.append(f"{act} net, {norm}")
+    legend_below(fig, handles, labels, ncol=3)
+    return fig
+
+
+def _quarter_circle_median() -> float:
+    """The quarter-circle law's median (about 0.808), by bisection on its CDF."""
+    low, high = 0.0, 2.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if quarter_circle_cdf(mid) < 0.5 else (low, mid)
+    return (low + high) / 2
+
+
+def jacobian_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (activation, norm, Jacobian, step, seed): the root mean square singular value
+    and the share of singular values in :data:`NEAR_ONE`.
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.jacobians_over_training` output.
+    """
+    keys = ["activation", "norm", "jacobian", "step", "seed"]
+    low, high = NEAR_ONE
+    grouped = df.groupby(keys)
+    out = pd.DataFrame(
+        {
+            "rms": grouped["value"].apply(lambda v: float(np.sqrt((v**2).mean()))),
+            "near_one": grouped["value"].apply(lambda v: float(v.between(low, high).mean())),
+            "diverged": grouped["diverged"].any(),
+        }
+    )
+    return out.reset_index()
+
+
+def jacobians_over_training(df: pd.DataFrame, jacobian: str = "layer 2") -> Figure:
+    """One hidden layer's Jacobian over training: its root mean square singular value
+    and the share of its singular values near 1, per activation, without and with BN.
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.jacobians_over_training` output.
+        jacobian: ``"layer i"`` or ``"end to end"``.
+    """
+    summary = jacobian_summary(df)
+    summary = summary[summary["jacobian"] == jacobian]
+    acts = [a for a in ("sigmoid", "relu") if a in set(summary["activation"])]
+    fig, axes = plt.subplots(2, len(acts), figsize=(10, 6.4), sharex=True, squeeze=False)
+    low, high = NEAR_ONE
+    for col, act in enumerate(acts):
+        for norm, part in summary[summary["activation"] == act].groupby("norm"):
+            color = PALETTE[NORM_LABELS[norm]]
+            for row, metric in enumerate(("rms", "near_one")):
+                wide = part.pivot_table(index="step", columns="seed", values=metric)
+                x = wide.index.to_numpy() + 1
+                _band(axes[row, col], x, wide, color)
+                diverged = part[part["diverged"]]
+                if len(diverged):
+                    last = wide.loc[diverged["step"].min()].mean()
+                    axes[row, col].plot(diverged["step"].min() + 1, last, "x", color=color, ms=10)
+        axes[0, col].set(title=act, yscale="log")
+        axes[0, col].axhline(1, color="k", lw=1, ls="--")
+        axes[1, col].set(ylim=(0, 1), xlabel="training step + 1", xscale="log")
+    axes[0, 0].set_ylabel("RMS singular value")
+    axes[1, 0].set_ylabel(f"share in [{low}, {high}]")
+    handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
+    handles += [Line2D([], [], color="k", marker="x", ls="none", ms=9)]
+    legend_below(fig, handles, ["no BN", "BN", "diverged (training stopped)"])
+    return fig
+
+
+def growth_factors(df: pd.DataFrame) -> pd.DataFrame:
+    """The squared gradient norm's growth per layer going backwards, fitted per network.
+
+    A least-squares line through ``log grad_sq`` against the layer (the first and last
+    layers left out: the input and output layers differ in shape); the factor is
+    ``exp(-slope)``, above 1 when gradients grow toward the input.
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.gradient_explosion` output.
+
+    Returns:
+        One row per (architecture, norm, depth, seed): ``factor`` and ``first_over_last``
+        (the first layer's squared gradient norm over the last one's).
+    """
+    rows = []
+    for key, part in df.groupby(["architecture", "norm", "depth", "seed"]):
+        g = part.sort_values("layer")["grad_sq"].to_numpy()
+        log_g = np.log(g)
+        inner = np.arange(len(g))[1:-1]
+        slope = np.polyfit(inner, log_g[1:-1], 1)[0]
+        rows.append(
+            {
+                **dict(zip(["architecture", "norm", "depth", "seed"], key)),
+                "factor": float(np.exp(-slope)),
+                "first_over_last": float(g[0] / g[-1]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def gradient_explosion(df: pd.DataFrame, seed: int = 0) -> Figure:
+    """Left: the squared gradient norm of each layer of the deepest networks, with Yang
+    et al.'s rate for BN drawn from the last layer. Right: the fitted growth per layer
+    against depth, for every network, with Yang et al.'s value.
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.gradient_explosion` output.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    deepest = df["depth"].max()
+    styles = {"mlp": "-", "residual": "--"}
+    one = df[(df["depth"] == deepest) & (df["seed"] == seed)]
+    for (arch, norm), part in one.groupby(["architecture", "norm"]):
+        part = part.sort_values("layer")
+        axes[0].plot(
+            part["layer"], part["grad_sq"], styles[arch], color=PALETTE[NORM_LABELS[norm]], lw=2
+        )
+    bn = one[(one["architecture"] == "mlp") & (one["norm"] != "none")].sort_values("layer")
+    if len(bn):
+        layers = bn["layer"].to_numpy()
+        anchor = bn["grad_sq"].iloc[-2]
+        axes[0].plot(layers[:-1], anchor * YANG_FACTOR ** (layers[-2] - layers[:-1]), "k:", lw=2.2)
+    axes[0].set(
+        yscale="log",
+        xlabel="layer (input side first)",
+        ylabel="squared gradient norm",
+        title=f"{deepest} layers, seed {seed}",
+    )
+    factors = growth_factors(df)
+    for (arch, norm), part in factors.groupby(["architecture", "norm"]):
+        wide = part.pivot_table(index="depth", columns="seed", values="factor")
+        _band(axes[1], wide.index, wide, PALETTE[NORM_LABELS[norm]], styles[arch])
+    axes[1].axhline(YANG_FACTOR, color="k", ls=":", lw=2.2)
+    axes[1].set(xlabel="depth (layers)", ylabel="growth per layer (backwards)", title="fit")
+    handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
+    handles += [Line2D([], [], color="k", ls=styles[a], lw=2) for a in ("mlp", "residual")]
+    handles += [Line2D([], [], color="k", ls=":", lw=2.2)]
+    labels = ["no BN", "BN", "plain MLP", "residual MLP", "Yang et al.: pi/(pi-1) per layer"]
+    legend_below(fig, handles, labels, ncol=3)
+    return fig
+
+
+def depth_trainability(df: pd.DataFrame) -> Figure:
+    """Test accuracy after a short training against depth, per learning rate, without
+    and with BN (mean over seeds; a diverged model counts as its final accuracy).
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.depth_trainability` output.
+    """
+    lrs = sorted(df["lr"].unique())
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for (norm, lr), part in df.groupby(["norm", "lr"]):
+        wide = part.pivot_table(index="depth", columns="seed", values="test_accuracy")
+        style = styles[lrs.index(lr) % len(styles)]
+        _band(ax, wide.index, wide, PALETTE[NORM_LABELS[norm]], style)
+        gone = part.groupby("depth")["diverged"].all()
+        gone = gone[gone].index
+        if len(gone):
+            ax.plot(gone, [0.03] * len(gone), "x", color=PALETTE[NORM_LABELS[norm]], ms=9)
+    depths = sorted(df["depth"].unique())
+    ax.set(xscale="log", ylim=(0, 1), xlabel="depth (hidden layers)", ylabel="test accuracy")
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.minorticks_off()
+    handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
+    handles += [Line2D([], [], color="k", ls=styles[i % 4], lw=2) for i in range(len(lrs))]
+    handles += [Line2D([], [], color="k", marker="x", ls="none")]
+    labels = ["no BN", "BN", *(f"lr {lr:.3g}" for lr in lrs), "every seed diverged"]
+    legend_below(fig, handles, labels, ncol=3)
+    return fig
+
+
+def init_schemes(df: pd.DataFrame, seed: int = 0) -> Figure:
+    """The activations' root mean square against depth for each initialization, without
+    BN (left) and with BN (right), same axes.
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.init_schemes` output.
+    """
+    d = df[df["seed"] == seed]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for ax, norm in zip(axes, ("none", "torch")):
+        for scheme, part in d[d["norm"] == norm].groupby("scheme", sort=False):
+            ax.plot(part["layer"], part["rms"], color=SCHEME_COLORS.get(scheme, "k"), lw=2)
+        ax.set(yscale="log", xlabel="hidden layer", title=NORM_LABELS[norm])
+    axes[0].set_ylabel("RMS activation")
+    schemes = [s for s in SCHEME_COLORS if s in set(d["scheme"])]
+    handles = [Line2D([], [], color=SCHEME_COLORS[s], lw=2) for s in schemes]
+    legend_below(fig, handles, schemes, ncol=5)
+    return fig
+
+
+def residual_variance(df: pd.DataFrame, seed: int = 0) -> Figure:
+    """Left: the residual stream's variance against the number of blocks (log scale),
+    with 2^b. Right: each branch's variance relative to the stream it joins, with 1/b.
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.residual_variance` output.
+    """
+    d = df[df["seed"] == seed]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for norm, part in d.groupby("norm"):
+        color = PALETTE[NORM_LABELS[norm]]
+        axes[0].plot(part["block"], part["stream"], color=color, lw=2)
+        later = part[part["block"] >= 1]
+        previous = part.set_index("block")["stream"].reindex(later["block"] - 1).to_numpy()
+        axes[1].plot(later["block"], later["branch"].to_numpy() / previous, color=color, lw=2)
+    blocks = np.arange(0, d["block"].max() + 1)
+    start = d.loc[(d["block"] == 0) & (d["norm"] == "none"), "stream"]
+    if len(start):
+        axes[0].plot(blocks, start.iloc[0] * 2.0**blocks, "k:", lw=1.8)
+    axes[0].set(yscale="log", xlabel="block b", ylabel="variance of the stream h_b")
+    b = blocks[1:]
+    axes[1].plot(b, 1.0 / b, "k--", lw=1.5)
+    axes[1].set(xscale="log", yscale="log", xlabel="block b", ylabel="branch / stream variance")
+    handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
+    handles += [Line2D([], [], color="k", ls=":", lw=1.8), Line2D([], [], color="k", ls="--")]
+    legend_below(fig, handles, ["no BN", "BN", "doubling per block", "1 / b"], ncol=4)
+    return fig
+
+
+def skipinit_sweep(df: pd.DataFrame) -> Figure:
+    """Test accuracy against the learning rate for the residual MLP without BN, with BN
+    and with SkipInit (mean over seeds, range shaded; x: every seed diverged).
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.skipinit_sweep` output.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for variant in VARIANT_LABELS:
+        part = df[df["variant"] == variant]
+        if part.empty:
+            continue
+        color = PALETTE[VARIANT_LABELS[variant]]
+        wide = part.pivot_table(index="lr", columns="seed", values="test_accuracy", dropna=False)
+        trained = wide.dropna(how="all")
+        _band(ax, trained.index, trained, color)
+        gone = part.groupby("lr")["diverged"].all()
+        gone = gone[gone].index
+        ax.plot(gone, [0.03] * len(gone), "x", color=color, ms=10, mew=2)
+    ax.axhline(0.1, color="0.5", lw=1, ls=":")
+    ax.set(xscale="log", ylim=(0, 1), xlabel="learning rate", ylabel="test accuracy")
+    handles = [Line2D([], [], color=PALETTE[VARIANT_LABELS[v]], lw=2) for v in VARIANT_LABELS]
+    handles += [Line2D([], [], color="k", marker="x", ls="none", mew=2)]
+    legend_below(fig, handles, [*VARIANT_LABELS.values(), "every seed diverged"], ncol=4)
+    return fig
