@@ -54,3 +54,19 @@ def test_accuracy_sweep_has_a_slider_step_per_seed_and_the_mean(small_sweep):
     lost = next(t for t in shown if t.name == "no BN, diverged")
     assert 1e4 in list(lost.x) and 0.01 not in list(lost.x)
     assert all(v > 0 for v in lost.customdata)
+
+
+def test_spectrum_slider_has_a_step_per_depth_and_a_histogram_per_network():
+    from bnlib.experiments import initialization as init
+
+    networks = init.network_spectra(depths=(1, 3), width=16, examples=2, batch_size=32)
+    products = init.gaussian_products(n=16, depths=(1, 3), draws=1)
+    fig = interactive.spectrum_slider(networks, products)
+    (slider,) = fig.layout.sliders
+    assert [s.label for s in slider.steps] == ["1", "3"]
+    # per depth: no BN and BN for the linear and the ReLU network, the product in each panel
+    assert len(fig.data) == 2 * (2 * 2 + 2)
+    visible = slider.steps[1].args[0]["visible"]
+    assert sum(visible) == 6 and not any(t.visible for t in fig.data[6:])
+    for trace in fig.data:
+        assert abs(sum(trace.y) - 1) < 1e-9  # shares of the singular values

@@ -110,3 +110,36 @@ def test_training_curves_pick_the_nearest_learning_rates(small_sweep):
     fig = lr_figures.training_curves(small_sweep, runs=[("torch", 3.0)])
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels[0] == "BN, lr 10"
+
+
+def test_initialization_figures_legends_are_below_the_panels():
+    from bnlib.experiments import initialization as init
+    from bnlib.figures import initialization as init_figures
+
+    small = {"width": 32, "batch_size": 32}
+    collapse = init.output_collapse(
+        mlp_depths=(2, 4), residual_depths=(4,), resnet_depths=(8,), images=32
+    )
+    products = init.gaussian_products(n=40, depths=(1, 3, 5), draws=1)
+    networks = init.network_spectra(depths=(1, 3), width=16, examples=2, batch_size=32)
+    jacobians = init.jacobians_over_training(checkpoints=(0, 3), examples=2)
+    explosion = init.gradient_explosion(depths=(4, 8), **small)
+    schemes = init.init_schemes(depth=4, **small)
+    stream = init.residual_variance(blocks=4, **small)
+    sweep = init.skipinit_sweep(lr_range=(0.01, 1e4), lr_count=2, steps=5, blocks=2, width=16)
+    assert sweep["diverged"].any()  # the figure must draw diverged runs too
+    depth = init.depth_trainability(depths=(2, 3), lr_count=2, steps=5, width=16)
+    for fig in (
+        init_figures.output_collapse(collapse),
+        init_figures.gaussian_products(products),
+        init_figures.spectrum_statistics(products, networks),
+        init_figures.jacobians_over_training(jacobians),
+        init_figures.gradient_explosion(explosion),
+        init_figures.depth_trainability(depth),
+        init_figures.init_schemes(schemes),
+        init_figures.residual_variance(stream),
+        init_figures.skipinit_sweep(sweep),
+    ):
+        _assert_legends_below_the_data(fig)
+    one = init_figures.fresh_network(init.fresh_network(depth=4, width=16, examples=2))
+    assert "majority class" in one.get_suptitle()

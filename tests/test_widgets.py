@@ -415,3 +415,29 @@ def test_lr_sweep_slicer_offers_the_sweeps_learning_rates_and_seeds(small_sweep)
     title = fig.axes[1].get_title()
     assert isinstance(fig, Figure) and title.startswith("learning rate 1e+04")
     assert "no BN diverged at step" in title  # one seed: its own divergence step
+
+
+def test_initialization_explorer_remeasures_a_fresh_network_on_every_change():
+    from bnlib.widgets import initialization_explorer
+
+    explorer = initialization_explorer()
+    for name, widget in explorer.controls.items():
+        assert _holds(widget), f"{name}: default {widget.value!r} is not on the control's grid"
+    explorer.controls["depth"].value = 4
+    explorer.controls["width"].value = 64
+    explorer.build()
+    explorer.redraw()
+    assert explorer.status.value == "" and _shown(explorer).startswith("<Figure")
+    explorer.output.outputs = ()
+    explorer.controls["bn"].value = True  # no Run button: the change re-measures
+    assert explorer.status.value == "" and _shown(explorer).startswith("<Figure")
+    titles = {
+        (bn, residual): explorer.draw(**{**explorer.values(), "bn": bn, "residual": residual})
+        .get_suptitle()
+        .split(";")[0]
+        for bn in (False, True)
+        for residual in (False, True)
+    }
+    assert titles[(False, False)] == "4 layers, relu, no BN"
+    assert titles[(True, True)] == "2 residual blocks, relu, BN"
+    assert "re-measures a fresh network" in explorer.what

@@ -27,6 +27,7 @@ __all__ = [
     "VARIANT_LABELS",
     "YANG_FACTOR",
     "depth_trainability",
+    "fresh_network",
     "gaussian_products",
     "gradient_explosion",
     "growth_factors",
@@ -449,4 +450,34 @@ def skipinit_sweep(df: pd.DataFrame) -> Figure:
     handles = [Line2D([], [], color=PALETTE[VARIANT_LABELS[v]], lw=2) for v in VARIANT_LABELS]
     handles += [Line2D([], [], color="k", marker="x", ls="none", mew=2)]
     legend_below(fig, handles, [*VARIANT_LABELS.values(), "every seed diverged"], ncol=4)
+    return fig
+
+
+def fresh_network(df: pd.DataFrame, title: str = "") -> Figure:
+    """One fresh network (the explorer's): its activations' size against depth, and
+    its Jacobian's singular values; the title gives the share of test images given the
+    most frequent class.
+
+    Args:
+        df: :func:`bnlib.experiments.initialization.fresh_network` output.
+        title: what the network is (shown before the share).
+    """
+    rms = df[df["quantity"] == "rms"]
+    values = df.loc[df["quantity"] == "singular value", "value"].to_numpy()
+    majority = float(df.loc[df["quantity"] == "majority", "value"].iloc[0])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.0))
+    axes[0].plot(rms["layer"], rms["value"], color="k", lw=2)
+    axes[0].set(yscale="log", xlabel="layer", ylabel="RMS activation", title="activations")
+    floor = 1e-4
+    logged = np.log10(np.clip(values, floor, None))
+    low = min(-4.0, math.floor(logged.min()))
+    high = max(1.0, math.ceil(logged.max()))
+    axes[1].hist(logged, np.linspace(low, high, 41), color="0.35")
+    axes[1].axvline(0, color="k", ls="--", lw=1.2)
+    axes[1].set(
+        xlabel="log10 singular value (zeros at -4)",
+        ylabel="count",
+        title=f"Jacobian: largest {values.max():.3g}, median {np.median(values):.2g}",
+    )
+    fig.suptitle(f"{title}{'; ' if title else ''}majority class: {majority:.0%} of test images")
     return fig

@@ -27,6 +27,7 @@ __all__ = [
     "relative_loss_menu",
     "running_statistics",
     "show",
+    "spectrum_slider",
 ]
 
 _COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]
@@ -417,5 +418,95 @@ def accuracy_sweep(df: pd.DataFrame):
         height=540,
         margin={"t": 120},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+    )
+    return fig
+
+
+def spectrum_slider(networks: pd.DataFrame, products: pd.DataFrame | None = None):
+    """Histograms of fresh networks' Jacobian singular values, linear and ReLU networks
+    side by side, without and with BN, with a slider over the number of layers the
+    Jacobian spans (and the Gaussian product of as many matrices, when given).
+
+    Values are binned on a log scale; values below 1e-4 (ReLU's inactive units give
+    exact zeros) are counted in the leftmost bin.
+
+    Args:
+        networks: :func:`bnlib.experiments.initialization.network_spectra` output.
+        products: :func:`bnlib.experiments.initialization.gaussian_products` output.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from bnlib.figures.large_steps import NORM_LABELS
+    from bnlib.figures.style import PALETTE
+
+    floor, edges = -4.0, np.linspace(-4.0, 2.0, 49)
+    centers = (edges[:-1] + edges[1:]) / 2
+    acts = [a for a in ("linear", "relu") if a in set(networks["activation"])]
+    depths = sorted(networks["depth"].unique())
+    fig = make_subplots(
+        rows=1, cols=len(acts), shared_yaxes=True, subplot_titles=[f"{a} network" for a in acts]
+    )
+    owner = []
+
+    def add(values, name, color, col, n, dash="solid"):
+        logged = np.log10(np.clip(np.asarray(values, dtype=float), 10**floor, None))
+        counts, _ = np.histogram(np.clip(logged, edges[0], edges[-1]), edges)
+        fig.add_trace(
+            go.Scatter(
+                x=centers,
+                y=counts / max(counts.sum(), 1),
+                mode="lines",
+                line={"shape": "hvh", "color": color, "dash": dash, "width": 2},
+                name=name,
+                legendgroup=name,
+                showlegend=col == 1,
+                visible=n == 0,
+                hovertemplate=f"{name}<br>10^%{{x:.2f}}<br>share %{{y:.3f}}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        owner.append(n)
+
+    for n, depth in enumerate(depths):
+        for col, act in enumerate(acts, start=1):
+            for norm in ("none", "torch"):
+                part = networks[
+                    (networks["depth"] == depth)
+                    & (networks["activation"] == act)
+                    & (networks["norm"] == norm)
+                ]
+                if len(part):
+                    label = NORM_LABELS[norm]
+                    add(part["value"], label, PALETTE[label], col, n)
+            if products is not None and depth in set(products["depth"]):
+                values = products.loc[products["depth"] == depth, "value"]
+                add(values, "Gaussian product", "#555555", col, n, dash="dot")
+    steps = [
+        {
+            "label": str(depth),
+            "method": "update",
+            "args": [{"visible": [o == n for o in owner]}],
+        }
+        for n, depth in enumerate(depths)
+    ]
+    fig.update_layout(
+        sliders=[
+            {
+                "active": 0,
+                "currentvalue": {"prefix": "layers spanned: "},
+                "pad": {"t": 50},
+                "steps": steps,
+            }
+        ]
+    )
+    fig.update_xaxes(title_text="log10 singular value", range=[edges[0], edges[-1]])
+    fig.update_yaxes(title_text="share of singular values", row=1, col=1)
+    fig = _layout(fig, "singular values of the Jacobian across L layers")
+    fig.update_layout(
+        height=500,
+        margin={"t": 110},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "x": 0},
     )
     return fig
