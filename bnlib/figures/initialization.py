@@ -190,7 +190,8 @@ def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = 
         for (act, norm), part in net.groupby(["activation", "norm"]):
             color = PALETTE[NORM_LABELS[norm]]
             for ax, metric in zip(axes, titles):
-                shown = part[part[metric] > 0] if metric == "median" else part  # log axis
+                # ReLU networks' median is 0 up to round-off: the log axis cannot show it
+                shown = part[part[metric] > 1e-3] if metric == "median" else part
                 ax.plot(
                     shown["depth"],
                     shown[metric],
@@ -453,6 +454,11 @@ def skipinit_sweep(df: pd.DataFrame) -> Figure:
     return fig
 
 
+def _plain(value: float) -> str:
+    """A singular value for a title: 0 when it is zero up to float round-off."""
+    return "0" if abs(value) < 1e-6 else f"{value:.2g}"
+
+
 def fresh_network(df: pd.DataFrame, title: str = "") -> Figure:
     """One fresh network (the explorer's): its activations' size against depth, and
     its Jacobian's singular values; the title gives the share of test images given the
@@ -477,7 +483,7 @@ def fresh_network(df: pd.DataFrame, title: str = "") -> Figure:
     axes[1].set(
         xlabel="log10 singular value (zeros at -4)",
         ylabel="count",
-        title=f"Jacobian: largest {values.max():.3g}, median {np.median(values):.2g}",
+        title=f"Jacobian: largest {values.max():.3g}, median {_plain(np.median(values))}",
     )
     fig.suptitle(f"{title}{'; ' if title else ''}majority class: {majority:.0%} of test images")
     return fig
