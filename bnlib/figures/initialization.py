@@ -64,6 +64,8 @@ VARIANT_LABELS = {"none": "no BN", "bn": "BN", "skipinit": "SkipInit"}
 YANG_FACTOR = math.pi / (math.pi - 1)
 #: A singular value "near 1" (Ioffe & Szegedy's conjecture), for :func:`jacobian_summary`.
 NEAR_ONE = (0.5, 2.0)
+#: The vertical range of :func:`jacobians_over_training`'s root mean square panels.
+RMS_RANGE = (0.1, 10.0)
 
 
 def _band(ax, x, values: pd.DataFrame, color, style="-", label=None) -> None:
@@ -109,10 +111,14 @@ def gaussian_products(df: pd.DataFrame, depths=(1, 3, 5), bins: int = 50) -> Fig
     Args:
         df: :func:`bnlib.experiments.initialization.gaussian_products` output.
     """
-    fig, axes = plt.subplots(1, len(depths), figsize=(10, 3.6), sharey=True)
+    depths = [d for d in depths if d in set(df["depth"])]
+    if not depths:
+        raise ValueError("none of the requested depths is in the data")
+    fig, axes = plt.subplots(1, len(depths), figsize=(10, 3.6), sharey=True, squeeze=False)
+    axes = axes[0]
     top = max(product_edge(d) for d in depths) * 1.08
     edges = np.linspace(0, top, bins + 1)
-    for ax, depth in zip(np.atleast_1d(axes), depths):
+    for ax, depth in zip(axes, depths):
         values = df.loc[df["depth"] == depth, "value"]
         ax.hist(values, edges, density=True, color=PALETTE["no BN"], alpha=0.75)
         if depth == 1:
@@ -120,7 +126,7 @@ def gaussian_products(df: pd.DataFrame, depths=(1, 3, 5), bins: int = 50) -> Fig
             ax.plot(s, quarter_circle_density(s), "k-", lw=1.8)
         ax.axvline(product_edge(depth), color="k", ls="--", lw=1.5)
         ax.set(title=f"L = {depth}", xlabel="singular value", yscale="log", ylim=(1e-3, 30))
-    np.atleast_1d(axes)[0].set_ylabel("density")
+    axes[0].set_ylabel("density")
     handles = [
         plt.Rectangle((0, 0), 1, 1, color=PALETTE["no BN"], alpha=0.75),
         Line2D([], [], color="k", lw=1.8),
@@ -136,16 +142,23 @@ def spectrum_table(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
     Returns:
         One row per group of ``by``: the group's columns, ``largest``, ``median``,
-        ``fraction_small`` and ``rms`` (root mean square singular value).
+        ``fraction_small``, ``rms`` (root mean square singular value), and two
+        scale-free measures of the spread: ``spread`` (largest over root mean square)
+        and ``fraction_small_relative`` (the share below 0.1 times the root mean
+        square).
     """
     rows = []
     for key, part in df.groupby(by):
         key = key if isinstance(key, tuple) else (key,)
+        rms = float(np.sqrt((part["value"] ** 2).mean()))
+        summary = singular_value_summary(part["value"])
         rows.append(
             {
                 **dict(zip(by, key)),
-                **singular_value_summary(part["value"]),
-                "rms": float(np.sqrt((part["value"] ** 2).mean())),
+                **summary,
+                "rms": rms,
+                "spread": summary["largest"] / rms,
+                "fraction_small_relative": float((part["value"] < 0.1 * rms).mean()),
             }
         )
     return pd.DataFrame(rows)
@@ -175,8 +188,10 @@ def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = 
         values, at = theory[metric]
         ax.plot(at, values, "k-" if len(at) > 1 else "k*", lw=1.5, ms=12)
         ax.set(title=titles[metric], xlabel="matrices / layers L")
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         if metric != "fraction_small":
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(mpl.ticker.LogLocator(base=10, subs=(1.0, 3.0)))
             ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     handles = [
@@ -190,8 +205,9 @@ def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = 
         for (act, norm), part in net.groupby(["activation", "norm"]):
             color = PALETTE[NORM_LABELS[norm]]
             for ax, metric in zip(axes, titles):
-                # ReLU networks' median is 0 up to round-off: the log axis cannot show it
-                shown = part[part[metric] > 1e-3] if metric == "median" else part
+                if metric == "median" and act == "relu":
+                    continue  # about half the units are inactive: a median near 0
+                shown = part
                 ax.plot(
                     shown["depth"],
                     shown[metric],
@@ -257,30 +273,41 @@ def jacobians_over_training(df: pd.DataFrame, jacobian: str = "layer 2") -> Figu
     for col, act in enumerate(acts):
         for norm, part in summary[summary["activation"] == act].groupby("norm"):
             color = PALETTE[NORM_LABELS[norm]]
+            running = part[~part["diverged"]]
+            lost = part[part["diverged"]].groupby("seed")["step"].min()
             for row, metric in enumerate(("rms", "near_one")):
-                wide = part.pivot_table(index="step", columns="seed", values=metric)
-                x = wide.index.to_numpy() + 1
-                _band(axes[row, col], x, wide, color)
-                diverged = part[part["diverged"]]
-                if len(diverged):
-                    last = wide.loc[diverged["step"].min()].mean()
-                    axes[row, col].plot(diverged["step"].min() + 1, last, "x", color=color, ms=10)
-        axes[0, col].set(title=act, yscale="log")
+                wide = running.pivot_table(index="step", columns="seed", values=metric)
+                wide = wide.dropna()  # steps that every seed reached without diverging
+                _band(axes[row, col], wide.index.to_numpy() + 1, wide, color, "-o")
+                top = RMS_RANGE[1] if row == 0 else 1.0
+                if lost.empty:  # (an empty line outside the clip box upsets the layout)
+                    continue
+                axes[row, col].plot(
+                    lost.to_numpy() + 1,
+                    [top] * len(lost),
+                    "x",
+                    color=color,
+                    ms=10,
+                    mew=2,
+                    clip_on=False,
+                )
+        axes[0, col].set(title=act, yscale="log", ylim=RMS_RANGE)
         axes[0, col].axhline(1, color="k", lw=1, ls="--")
         axes[1, col].set(ylim=(0, 1), xlabel="training step + 1", xscale="log")
     axes[0, 0].set_ylabel("RMS singular value")
     axes[1, 0].set_ylabel(f"share in [{low}, {high}]")
     handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
-    handles += [Line2D([], [], color="k", marker="x", ls="none", ms=9)]
-    legend_below(fig, handles, ["no BN", "BN", "diverged (training stopped)"])
+    handles += [Line2D([], [], color="k", marker="x", ls="none", ms=9, mew=2)]
+    legend_below(fig, handles, ["no BN", "BN", "a seed diverged there (training stopped)"])
     return fig
 
 
 def growth_factors(df: pd.DataFrame) -> pd.DataFrame:
     """The squared gradient norm's growth per layer going backwards, fitted per network.
 
-    A least-squares line through ``log grad_sq`` against the layer (the first and last
-    layers left out: the input and output layers differ in shape); the factor is
+    A least-squares line through ``log grad_sq`` against the layer; the first layer
+    (whose input is the image, not a hidden layer) and the last hidden layer (next to
+    the classifier, where the backward recursion starts) are left out. The factor is
     ``exp(-slope)``, above 1 when gradients grow toward the input.
 
     Args:
@@ -364,8 +391,9 @@ def depth_trainability(df: pd.DataFrame) -> Figure:
         _band(ax, wide.index, wide, PALETTE[NORM_LABELS[norm]], style)
         gone = part.groupby("depth")["diverged"].all()
         gone = gone[gone].index
-        if len(gone):
-            ax.plot(gone, [0.03] * len(gone), "x", color=PALETTE[NORM_LABELS[norm]], ms=9)
+        if len(gone):  # one row of crosses per learning rate, the smallest lowest
+            height = 0.03 + 0.035 * lrs.index(lr)
+            ax.plot(gone, [height] * len(gone), "x", color=PALETTE[NORM_LABELS[norm]], ms=8)
     depths = sorted(df["depth"].unique())
     ax.set(xscale="log", ylim=(0, 1), xlabel="depth (hidden layers)", ylabel="test accuracy")
     ax.set_xticks(depths, [str(d) for d in depths])
