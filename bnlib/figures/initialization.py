@@ -65,7 +65,7 @@ YANG_FACTOR = math.pi / (math.pi - 1)
 #: A singular value "near 1" (Ioffe & Szegedy's conjecture), for :func:`jacobian_summary`.
 NEAR_ONE = (0.5, 2.0)
 #: The vertical range of :func:`jacobians_over_training`'s root mean square panels.
-RMS_RANGE = (0.1, 10.0)
+RMS_RANGE = (0.01, 10.0)
 
 
 def _band(ax, x, values: pd.DataFrame, color, style="-", label=None) -> None:
