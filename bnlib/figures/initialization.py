@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from bnlib.figures.large_steps import NORM_LABELS
 from bnlib.figures.style import PALETTE, legend_below
 from bnlib.spectra import (
     product_edge,
@@ -41,7 +42,6 @@ __all__ = [
     "spectrum_table",
 ]
 
-NORM_LABELS = {"none": "no BN", "torch": "BN", "bnlib": "BN"}
 ARCHITECTURE_LABELS = {
     "mlp": "plain MLP",
     "residual": "residual MLP",

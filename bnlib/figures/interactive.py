@@ -154,6 +154,37 @@ def distribution_shift(df: pd.DataFrame):
     return _layout(fig, "Eval-mode BN under a distribution shift")
 
 
+def _slider(fig, steps: list[dict], prefix: str, pad: int = 50) -> None:
+    """Put one slider under ``fig`` over ``steps`` (plotly slider steps), its current
+    value shown after ``prefix``, starting at the first step."""
+    fig.update_layout(
+        sliders=[
+            {"active": 0, "currentvalue": {"prefix": prefix}, "pad": {"t": pad}, "steps": steps}
+        ]
+    )
+
+
+def _legend_above(fig, *, height: int, top: int, y: float):
+    """The legend above the plot, in rows (at the side it would not fit a text column):
+    the figure ``height`` and top margin ``top`` in pixels, the legend's bottom at ``y``
+    (in plot fractions). Returns ``fig``."""
+    fig.update_layout(
+        height=height,
+        margin={"t": top},
+        legend={"orientation": "h", "yanchor": "bottom", "y": y, "x": 0},
+    )
+    return fig
+
+
+def _visibility_steps(labels: list[str], owner: list[int]) -> list[dict]:
+    """Slider steps that each show only the traces of one view: step ``n`` (labelled
+    ``labels[n]``) makes visible the traces whose ``owner`` is ``n``."""
+    return [
+        {"label": label, "method": "update", "args": [{"visible": [o == n for o in owner]}]}
+        for n, label in enumerate(labels)
+    ]
+
+
 def batch_noise_slider(df: pd.DataFrame, bins: int = 60):
     r"""One image's normalized value :math:`\hat x` across random batches, minus its
     value under the population statistics, with a slider over the batch size.
@@ -198,17 +229,8 @@ def batch_noise_slider(df: pd.DataFrame, bins: int = 60):
             }
         )
     first = d.loc[d["batch_size"] == sizes[0], "deviation"].std()
-    fig.update_layout(
-        sliders=[
-            {
-                "active": 0,
-                "currentvalue": {"prefix": "batch size: "},
-                "pad": {"t": 40},
-                "steps": steps,
-            }
-        ],
-        bargap=0.02,
-    )
+    _slider(fig, steps, "batch size: ", pad=40)
+    fig.update_layout(bargap=0.02)
     fig.update_xaxes(
         title_text="x_hat in a random batch minus x_hat with the population statistics",
         range=[edges[0], edges[-1]],
@@ -265,11 +287,7 @@ def percentiles_slider(df: pd.DataFrame):
         }
         for i, channel in enumerate(channels)
     ]
-    fig.update_layout(
-        sliders=[
-            {"active": 0, "currentvalue": {"prefix": "unit: "}, "pad": {"t": 40}, "steps": steps}
-        ]
-    )
+    _slider(fig, steps, "unit: ", pad=40)
     fig.update_xaxes(title_text="training step")
     fig.update_yaxes(title_text="input to the sigmoid")
     return _layout(
@@ -328,11 +346,7 @@ def relative_loss_menu(df: pd.DataFrame, seed: int = 0):
         }
         for n, (init, depth) in enumerate(networks)
     ]
-    fig.update_layout(
-        sliders=[
-            {"active": 0, "currentvalue": {"prefix": "network: "}, "pad": {"t": 50}, "steps": steps}
-        ]
-    )
+    _slider(fig, steps, "network: ")
     fig.update_xaxes(type="log", title_text="step size")
     fig.update_yaxes(type="log", title_text="loss after / loss before", range=[-1.5, 12.5])
     fig = _layout(fig, title(*networks[0]))
@@ -395,31 +409,13 @@ def accuracy_sweep(df: pd.DataFrame):
                 )
             )
             owner.append(n)
-    steps = [
-        {
-            "label": label,
-            "method": "update",
-            "args": [{"visible": [o == n for o in owner]}],
-        }
-        for n, (label, _) in enumerate(views)
-    ]
-    fig.update_layout(
-        sliders=[
-            {"active": 0, "currentvalue": {"prefix": "runs: "}, "pad": {"t": 50}, "steps": steps}
-        ]
-    )
+    _slider(fig, _visibility_steps([label for label, _ in views], owner), "runs: ")
     fig.update_xaxes(
         type="log", title_text="learning rate (before the drop)", exponentformat="power"
     )
     fig.update_yaxes(title_text="final accuracy", range=[0, 1])
     fig = _layout(fig, "final accuracy against the learning rate")
-    # the legend above the plot, in rows: at the side it would not fit a text column
-    fig.update_layout(
-        height=540,
-        margin={"t": 120},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-    )
-    return fig
+    return _legend_above(fig, height=540, top=120, y=1.02)
 
 
 def spectrum_slider(networks: pd.DataFrame, products: pd.DataFrame | None = None):
@@ -483,30 +479,8 @@ def spectrum_slider(networks: pd.DataFrame, products: pd.DataFrame | None = None
             if products is not None and depth in set(products["depth"]):
                 values = products.loc[products["depth"] == depth, "value"]
                 add(values, "Gaussian product", "#555555", col, n, dash="dot")
-    steps = [
-        {
-            "label": str(depth),
-            "method": "update",
-            "args": [{"visible": [o == n for o in owner]}],
-        }
-        for n, depth in enumerate(depths)
-    ]
-    fig.update_layout(
-        sliders=[
-            {
-                "active": 0,
-                "currentvalue": {"prefix": "layers spanned: "},
-                "pad": {"t": 50},
-                "steps": steps,
-            }
-        ]
-    )
+    _slider(fig, _visibility_steps([str(d) for d in depths], owner), "layers spanned: ")
     fig.update_xaxes(title_text="log10 singular value", range=[edges[0], edges[-1]])
     fig.update_yaxes(title_text="share of singular values", row=1, col=1)
     fig = _layout(fig, "singular values of the Jacobian across L layers")
-    fig.update_layout(
-        height=500,
-        margin={"t": 110},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "x": 0},
-    )
-    return fig
+    return _legend_above(fig, height=500, top=110, y=1.08)
