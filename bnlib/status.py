@@ -193,6 +193,10 @@ NO_PREFIX = {
     "stream, so a run with other logged steps trains with other noise",
     "lr_sweep": "its learning-rate drop and its logged steps are fractions of the run's "
     "length, so a shorter run drops at another step and logs at other steps",
+    "vgg_landscape": "its test accuracy is measured at the end of the run, which a shorter run "
+    "ends sooner",
+    "lp_normalization": "its test accuracy is measured at the end of the run, which a shorter "
+    "run ends sooner",
     "lr_batch_sweep": "it measures once, after hundreds to thousands of steps, and so far into "
     "training the accuracy moves in the third digit with the order of floating-point sums "
     "(threads, how many models are stacked): a subset run cannot be compared to 2e-3",
@@ -226,6 +230,9 @@ SUBSETS = {
     "gradient_explosion": {"seeds": [0], "depths": [10, 25]},
     "init_schemes": {"seeds": [0]},
     "residual_variance": {"seeds": [0]},
+    "scale_invariance": {"seeds": [0, 1]},
+    # rows at step 0 compared (the full run's first logged step after 0 is past the prefix)
+    "effective_lr": {"seeds": [0]},
 }
 
 #: Float columns of tidy results that identify a row rather than measure something (some

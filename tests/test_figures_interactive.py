@@ -70,3 +70,20 @@ def test_spectrum_slider_has_a_step_per_depth_and_a_histogram_per_network():
     assert sum(visible) == 6 and not any(t.visible for t in fig.data[6:])
     for trace in fig.data:
         assert abs(sum(trace.y) - 1) < 1e-9  # shares of the singular values
+
+
+def test_landscape_slider_has_a_step_per_training_step_and_two_panels_per_norm():
+    from bnlib.experiments import landscape as exp
+
+    df = exp.landscape(
+        network="vgg", steps=4, points=3, count=3, widths=(4,), convs=1, batch_size=16
+    )
+    fig = interactive.landscape_slider(df)
+    (slider,) = fig.layout.sliders
+    assert [s.label for s in slider.steps] == ["0", "2", "4"]
+    assert len(fig.data) == 3 * 2 * 2  # steps x norms x (loss, gradient) panels
+    visible = slider.steps[2].args[0]["visible"]
+    assert sum(visible) == 4 and all(visible[8:])
+    first = fig.data[0]  # no BN, step 0: loss after over loss before at the 3 step sizes
+    part = df[(df["step"] == 0) & (df["norm"] == "none")].sort_values("factor")
+    assert list(first.y) == pytest.approx(list(part["loss"] / part["loss_start"]))

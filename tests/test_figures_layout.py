@@ -143,3 +143,22 @@ def test_initialization_figures_legends_are_below_the_panels():
         _assert_legends_below_the_data(fig)
     one = init_figures.fresh_network(init.fresh_network(depth=4, width=16, examples=2))
     assert "majority class" in one.get_suptitle()
+
+
+def test_landscape_figures_legends_are_below_the_panels():
+    from bnlib.experiments import landscape as exp
+    from bnlib.figures import landscape as figures
+
+    tiny = {"widths": (4, 8), "convs": 1, "batch_size": 16}
+    vgg = exp.landscape(network="vgg", steps=4, points=3, count=3, **tiny)
+    lp = exp.lp_normalization(norms=("none", "bn", "l1"), steps=2, points=2, **tiny)
+    effective = exp.effective_lr(lr_range=(0.01, 10.0), lr_count=3, steps=3, points=2)
+    for fig in (
+        figures.landscape_over_training(vgg),
+        figures.lp_normalization(lp),
+        figures.effective_lr(effective),
+    ):
+        _assert_legends_below_the_data(fig)
+    bn = vgg[vgg["norm"] == "bn"]
+    view = figures.explorer_view(bn, lr=0.1, at_step=2)
+    assert "step 2" in view.axes[2].get_title()

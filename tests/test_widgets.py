@@ -17,6 +17,7 @@ from bnlib.widgets import (
     STEP_SIZES,
     Explorer,
     covariate_shift_explorer,
+    landscape_explorer,
     large_steps_explorer,
     launch_links,
     running_statistics_explorer,
@@ -441,3 +442,32 @@ def test_initialization_explorer_remeasures_a_fresh_network_on_every_change():
     assert titles[(False, False)] == "4 layers, relu, no BN"
     assert titles[(True, True)] == "2 residual blocks, relu, BN"
     assert "re-measures a fresh network" in explorer.what
+
+
+def test_landscape_explorer_passes_the_controls_to_its_experiment(monkeypatch):
+    import bnlib.experiments.landscape
+
+    calls = []
+    monkeypatch.setattr(bnlib.experiments.landscape, "landscape", _recorder(calls))
+    explorer = landscape_explorer()  # imports the experiment: patch it first
+    for name, widget in explorer.controls.items():
+        assert _holds(widget), f"{name}: default {widget.value!r} is not on the control's grid"
+    settings = {"bn": False, "lr": 1.0, "weight_decay": 1e-3, "steps": 200, "at": "end"}
+    got = _run_with(explorer, settings, calls)
+    assert {k: got[k] for k in ("network", "norms", "lr", "weight_decay", "steps")} == {
+        "network": "mlp",
+        "norms": ("none",),
+        "lr": 1.0,
+        "weight_decay": 1e-3,
+        "steps": 200,
+    }
+
+
+@pytest.mark.slow
+def test_landscape_explorer_draws_one_network():
+    from matplotlib.figure import Figure
+
+    explorer = landscape_explorer()
+    explorer.controls["steps"].value = 200
+    result = explorer.compute(**explorer.values())
+    assert isinstance(result, Figure) and "step 100" in result.axes[2].get_title()

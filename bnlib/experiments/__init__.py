@@ -150,6 +150,7 @@ def _load_all() -> None:
         covariate_shift,
         gradient_noise,
         initialization,
+        landscape,
         large_steps,
         learning_rate,
     )

@@ -23,6 +23,7 @@ __all__ = [
     "batch_noise_slider",
     "distribution_shift",
     "in_book_build",
+    "landscape_slider",
     "percentiles_slider",
     "relative_loss_menu",
     "running_statistics",
@@ -484,3 +485,59 @@ def spectrum_slider(networks: pd.DataFrame, products: pd.DataFrame | None = None
     fig.update_yaxes(title_text="share of singular values", row=1, col=1)
     fig = _layout(fig, "singular values of the Jacobian across L layers")
     return _legend_above(fig, height=500, top=110, y=1.08)
+
+
+def landscape_slider(df: pd.DataFrame):
+    """The loss and the gradient along the gradient direction, at one training step at a
+    time (a slider over the measured steps), with and without BN: Santurkar et al.'s
+    measurement before it is summarized.
+
+    Left: the loss after moving by each step size, over the loss before; right: the
+    change of the gradient over the gradient's norm. Both against the step size as a
+    multiple of the training learning rate.
+
+    Args:
+        df: :func:`bnlib.experiments.landscape.landscape` output (one network).
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from bnlib.figures.landscape import NORM_LABELS
+    from bnlib.figures.style import PALETTE
+
+    steps = sorted(df["step"].unique())
+    norms = list(dict.fromkeys(df["norm"]))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["loss after / loss before", "gradient change / gradient norm"],
+    )
+    owner = []
+    for n, step in enumerate(steps):
+        for norm in norms:
+            part = df[(df["step"] == step) & (df["norm"] == norm)].sort_values("factor")
+            label = NORM_LABELS.get(norm, norm)
+            ratios = (part["loss"] / part["loss_start"], part["grad_change"] / part["grad_norm"])
+            for col, y in enumerate(ratios, start=1):
+                fig.add_trace(
+                    go.Scatter(
+                        x=part["factor"],
+                        y=y,
+                        mode="lines+markers",
+                        name=label,
+                        legendgroup=label,
+                        showlegend=col == 1,
+                        visible=n == 0,
+                        line={"color": PALETTE.get(label, _COLORS[0]), "width": 2},
+                        hovertemplate=f"{label}<br>step size %{{x:.3g}} x lr<br>"
+                        "%{y:.3g}<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
+                owner.append(n)
+    _slider(fig, _visibility_steps([str(s) for s in steps], owner), "training step: ")
+    fig.update_xaxes(type="log", title_text="step size / learning rate")
+    fig.update_yaxes(type="log")
+    fig = _layout(fig, f"{df['network'].iloc[0]}: along the gradient at one training step")
+    return _legend_above(fig, height=480, top=110, y=1.08)
