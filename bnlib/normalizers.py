@@ -73,17 +73,22 @@ class LpNorm(nn.Module):
             )
         shape = (1, -1) + (1,) * (x.dim() - 2)
         if self.training:
-            mean = x.transpose(0, 1).flatten(1).mean(1)
-            centred = (x - mean.view(shape)).flatten(1)  # (N, d)
-            d = centred.shape[1]
-            per_example = torch.linalg.vector_norm(centred, ord=self.p, dim=1)
+            # reductions over dimensions, not flattened copies: convolutional activations
+            # are channels-last in memory
+            mean = x.mean((0, *range(2, x.dim())))
+            centred = x - mean.view(shape)
+            per_example = torch.linalg.vector_norm(
+                centred, ord=self.p, dim=tuple(range(1, x.dim()))
+            )
+            d = centred[0].numel()
             scale = per_example.mean() / (1.0 if math.isinf(self.p) else d ** (1 / self.p))
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), self.momentum)
                 self.running_scale.lerp_(scale.detach(), self.momentum)
         else:
             mean, scale = self.running_mean, self.running_scale
-        y = (x - mean.view(shape)) / (scale + self.eps)
+            centred = x - mean.view(shape)
+        y = centred / (scale + self.eps)
         return y * self.weight.view(shape) + self.bias.view(shape)
 
     def extra_repr(self) -> str:

@@ -96,6 +96,7 @@ def build_network(
             init="xavier",
             bias=False,
         )
+        model.head.register_parameter("bias", None)  # no bias anywhere: W_25 ... W_1 x
     elif network == "mlp":
         model = MLP(norm=base, **_DEEP_MLP)
     else:
@@ -318,13 +319,17 @@ def lp_normalization(
 
     Returns:
         Columns ``norm, seed, step, layer`` (0 = first convolution), ``channel, mean,
-        std, loss`` (that batch's training loss), ``test_accuracy`` (eval mode, at the
-        end; NaN if the run diverged) and ``diverged``.
+        std, loss`` (that batch's training loss), ``test_accuracy`` and
+        ``train_accuracy`` (eval mode, at the end, on the test split and on a fixed random
+        sample of 10,000 training images; NaN if the run diverged) and ``diverged``.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     dev = pick_device(device)
     log_at = {int(round(s)) for s in np.linspace(0, steps, points)}
+    train = datasets.load("fashion-mnist", "train", dev)
+    sample = torch.randperm(len(train.y), generator=torch.Generator().manual_seed(0))[:10_000]
+    train_sample = datasets.Split(train.x[sample.to(dev)], train.y[sample.to(dev)])
     frames = []
     for norm, seed in itertools.product(norms, seeds):
         seed_everything(seed)
@@ -368,10 +373,11 @@ def lp_normalization(
         )
         frame = pd.DataFrame(rows)
         frame["test_accuracy"] = np.nan if diverged else _eval_accuracy(model, test)
+        frame["train_accuracy"] = np.nan if diverged else _eval_accuracy(model, train_sample)
         frames.append(frame.assign(norm=norm, seed=seed, diverged=diverged))
     out = pd.concat(frames, ignore_index=True)
     columns = ["norm", "seed", "step", "layer", "channel", "mean", "std", "loss"]
-    return out[columns + ["test_accuracy", "diverged"]]
+    return out[columns + ["test_accuracy", "train_accuracy", "diverged"]]
 
 
 def _bn_response(
@@ -413,8 +419,10 @@ def scale_invariance(
         Columns ``seed, eps, scale, output_change`` (largest
         :math:`|\mathrm{BN}(aWu) - \mathrm{BN}(Wu)|`), ``gradient_ratio``
         (:math:`a \lVert \nabla_{aW} \rVert / \lVert \nabla_W \rVert`: 1 when the gradient
-        scales as :math:`1/a`) and ``cosine`` (the largest :math:`|\cos|` between a
-        unit's weight vector and its gradient: 0 when they are orthogonal).
+        scales as :math:`1/a`), ``gradient_error`` (:math:`\lVert a \nabla_{aW} - \nabla_W
+        \rVert / \lVert \nabla_W \rVert`: 0 when it does, as a vector) and ``cosine``
+        (the largest :math:`|\cos|` between a unit's weight vector and its gradient: 0 when
+        they are orthogonal).
     """
     rows = []
     for seed, eps in itertools.product(seeds, eps_values):
@@ -435,6 +443,7 @@ def scale_invariance(
                     "scale": float(a),
                     "output_change": float((out_a - out_1).abs().max()),
                     "gradient_ratio": float(a * grad_a.norm() / grad_1.norm()),
+                    "gradient_error": float((a * grad_a - grad_1).norm() / grad_1.norm()),
                     "cosine": float(cosine.max()),
                 }
             )
