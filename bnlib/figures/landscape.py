@@ -36,8 +36,9 @@ def landscape_summary(df: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         Columns ``network, norm, step`` and ``loss_min, loss_max`` (the range of the loss
-        along the gradient, the start included), ``change_min, change_max`` (of
-        ``grad_change``), ``beta_max`` (effective beta-smoothness), ``grad_norm``.
+        along the gradient, the start included), ``rise`` (the largest loss on the line
+        over the loss at the start: how far the loss climbs), ``change_min, change_max``
+        (of ``grad_change``), ``beta_max`` (effective beta-smoothness), ``grad_norm``.
     """
     keys = ["network", "norm", "step"]
     d = df.copy()
@@ -53,6 +54,7 @@ def landscape_summary(df: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     out["loss_min"] = np.minimum(out["loss_min"], out["loss_start"])
     out["loss_max"] = np.maximum(out["loss_max"], out["loss_start"])
+    out["rise"] = out["loss_max"] / out["loss_start"]
     return out.drop(columns="loss_start")
 
 
@@ -165,8 +167,8 @@ def lp_normalization(df: pd.DataFrame) -> Figure:
 
 
 def effective_lr(df: pd.DataFrame, lrs: list[float] | None = None) -> Figure:
-    """Weight norms and effective learning rates of BN networks: over training for a few
-    learning rates (median over the hidden layers, first seed), and at the end of
+    """Weight norms (the root mean square of the units' norms) and effective learning rates
+    of BN networks: over training for a few learning rates (median over the hidden layers, first seed), and at the end of
     training against the nominal learning rate, one line per weight decay (median over
     layers and seeds). Diverged networks are left out.
 
@@ -200,7 +202,7 @@ def effective_lr(df: pd.DataFrame, lrs: list[float] | None = None) -> Figure:
         part = final[final["weight_decay"] == wd]
         axes[2].plot(part["lr"], part["effective_lr"], DECAY_STYLES[j % 4] + "o", color="0.2")
     axes[2].plot(grid, grid, color="0.6", lw=1.5, zorder=0)
-    axes[0].set(yscale="log", xlabel="training step", title="‖w‖ of the average unit")
+    axes[0].set(yscale="log", xlabel="training step", title="RMS unit norm ‖w‖")
     axes[1].set(yscale="log", xlabel="training step", title="effective lr  η/‖w‖²")
     axes[2].set(
         xscale="log", yscale="log", xlabel="nominal learning rate η", title="effective lr at end"
@@ -216,9 +218,9 @@ def effective_lr(df: pd.DataFrame, lrs: list[float] | None = None) -> Figure:
 
 
 def explorer_view(df: pd.DataFrame, lr: float, at_step: int) -> Figure:
-    """One network's training seen three ways (the chapter's explorer): the median
-    unit's weight norm and its effective learning rate over training, and the loss along
-    the gradient at training step ``at_step``.
+    """One network's training seen three ways (the chapter's explorer): the root mean
+    square of its units' weight norms, the effective learning rate that gives, and the
+    loss along the gradient at training step ``at_step``.
 
     Args:
         df: :func:`bnlib.experiments.landscape.landscape` output (one network, one norm).
@@ -235,7 +237,7 @@ def explorer_view(df: pd.DataFrame, lr: float, at_step: int) -> Figure:
     line = df[df["step"] == at_step].sort_values("factor")
     axes[2].plot(line["factor"], line["loss"] / line["loss_start"], "o-", color=color)
     axes[2].axhline(1.0, color="0.6", lw=1)
-    axes[0].set(yscale="log", xlabel="training step", title="‖w‖ of the average unit")
+    axes[0].set(yscale="log", xlabel="training step", title="RMS unit norm ‖w‖")
     axes[1].set(
         yscale="log",
         xlabel="training step",
