@@ -186,7 +186,7 @@ def _rms_weight_norm(model: nn.Module) -> float:
     chapter=CHAPTER,
     smoke={"network": "vgg", "steps": 6, "points": 2, "factors": [0.5, 4.0], "count": 2},
     quick={"network": "vgg", "steps": 600, "points": 13},
-    full={"network": "vgg", "steps": 3000, "points": 21, "widths": [32, 64, 128]},
+    full={"network": "vgg", "steps": 3000, "points": 31, "widths": [32, 64, 128]},
 )
 @register(
     "linear_landscape",
@@ -200,7 +200,7 @@ def _rms_weight_norm(model: nn.Module) -> float:
         "count": 2,
     },
     quick={"network": "linear", "lr": 1e-6, "factors": [0.01, 30.0], "steps": 1000, "points": 21},
-    full={"network": "linear", "lr": 1e-6, "factors": [0.01, 30.0], "steps": 10_000, "points": 41},
+    full={"network": "linear", "lr": 1e-6, "factors": [0.01, 30.0], "steps": 10_000, "points": 201},
 )
 def landscape(
     network: str = "vgg",
