@@ -23,6 +23,11 @@ __all__ = [
 
 #: How the experiments' normalization names appear in figures.
 NORM_LABELS = {"none": "no BN", "bn": "BN", "l1": "ℓ1", "l2": "ℓ2", "linf": "ℓ∞"}
+#: Effective learning rates above this are drawn at it (a triangle): beyond it the
+#: weights have shrunk to almost nothing, and the exact value says nothing more.
+EFFECTIVE_LR_CEILING = 1e3
+#: RMS unit norms below this are off the bottom of :func:`effective_lr`'s first panel.
+NORM_FLOOR = 1e-2
 #: Line styles of the weight decays in :func:`effective_lr`.
 DECAY_STYLES = ["-", "--", ":", "-."]
 
@@ -168,9 +173,11 @@ def lp_normalization(df: pd.DataFrame) -> Figure:
 
 def effective_lr(df: pd.DataFrame, lrs: list[float] | None = None) -> Figure:
     """Weight norms (the root mean square of the units' norms) and effective learning rates
-    of BN networks: over training for a few learning rates (median over the hidden layers, first seed), and at the end of
-    training against the nominal learning rate, one line per weight decay (median over
-    layers and seeds). Diverged networks are left out.
+    of BN networks: over training for a few learning rates (median over the hidden layers,
+    first seed), and at the end of training against the nominal learning rate, one line
+    per weight decay (median over layers and seeds). Diverged networks are left out;
+    effective rates above :data:`EFFECTIVE_LR_CEILING` are drawn at it, as triangles in
+    the last panel, and norms below :data:`NORM_FLOOR` are off the first panel's axis.
 
     Args:
         df: :func:`bnlib.experiments.landscape.effective_lr` output.
@@ -200,13 +207,22 @@ def effective_lr(df: pd.DataFrame, lrs: list[float] | None = None) -> Figure:
     final = last.groupby(["weight_decay", "lr"])["effective_lr"].median().reset_index()
     for j, wd in enumerate(decays):
         part = final[final["weight_decay"] == wd]
-        axes[2].plot(part["lr"], part["effective_lr"], DECAY_STYLES[j % 4] + "o", color="0.2")
+        shown = part["effective_lr"].clip(upper=EFFECTIVE_LR_CEILING)
+        axes[2].plot(part["lr"], shown, DECAY_STYLES[j % 4] + "o", color="0.2")
+        above = part["effective_lr"] > EFFECTIVE_LR_CEILING
+        axes[2].plot(part["lr"][above], shown[above], "^", color="0.2", ms=11)
     axes[2].plot(grid, grid, color="0.6", lw=1.5, zorder=0)
     axes[0].set(yscale="log", xlabel="training step", title="RMS unit norm ‖w‖")
     axes[1].set(yscale="log", xlabel="training step", title="effective lr  η/‖w‖²")
     axes[2].set(
         xscale="log", yscale="log", xlabel="nominal learning rate η", title="effective lr at end"
     )
+    # collapsed weights (norms toward 0, effective rates toward infinity) leave the axes
+    # rather than squash everything else
+    low = d.loc[d["effective_lr"] > 0, "effective_lr"].min()
+    for ax in axes[1:]:
+        ax.set_ylim(low / 3, EFFECTIVE_LR_CEILING * 3)
+    axes[0].set_ylim(bottom=max(d["weight_norm"].min() / 1.5, NORM_FLOOR))
     handles = [Line2D([], [], color=colors[lr], lw=2.5, label=f"η = {lr:.2g}") for lr in lrs]
     handles += [
         Line2D([], [], color="0.2", ls=DECAY_STYLES[j % 4], label=f"weight decay {wd:g}")
