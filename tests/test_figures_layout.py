@@ -161,4 +161,4 @@ def test_landscape_figures_legends_are_below_the_panels():
         _assert_legends_below_the_data(fig)
     bn = vgg[vgg["norm"] == "bn"]
     view = figures.explorer_view(bn, lr=0.1, at_step=2)
-    assert "step 2" in view.axes[2].get_title()
+    assert view.axes[2].get_title() == "along the gradient, step 2"

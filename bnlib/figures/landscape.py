@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from bnlib.figures.style import PALETTE, legend_below
 
@@ -253,18 +254,25 @@ def explorer_view(df: pd.DataFrame, lr: float, at_step: int) -> Figure:
     line = df[df["step"] == at_step].sort_values("factor")
     axes[2].plot(line["factor"], line["loss"] / line["loss_start"], "o-", color=color)
     axes[2].axhline(1.0, color="0.6", lw=1)
-    axes[0].set(yscale="log", xlabel="training step", title="RMS unit norm ‖w‖")
+    axes[0].set(xlabel="training step", title="RMS unit norm ‖w‖")
     axes[1].set(
-        yscale="log",
         xlabel="training step",
         title="η/‖w‖²" + ("" if norm != "none" else " (no BN: not invariant)"),
     )
+    for ax in axes[:2]:  # short runs move these by percents: plain numbers read best
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+        ax.yaxis.set_major_locator(MaxNLocator(5))
     axes[2].set(
         xscale="log",
         yscale="log",
         xlabel="step size / learning rate",
-        title=f"loss along the gradient, step {at_step}",
+        ylabel="loss after / before",
+        title=f"along the gradient, step {at_step}",
     )
+    factors = line["factor"].to_numpy()
+    ticks = [f for f in (0.01, 0.1, 0.5, 1, 2, 4, 10, 30) if factors.min() <= f <= factors.max()]
+    axes[2].set_xticks(ticks, [f"{f:g}" for f in ticks])
+    axes[2].xaxis.set_minor_formatter(NullFormatter())
     for ax in axes[:2]:
         ax.axvline(at_step, color="0.6", lw=1, ls=":")
     if df["diverged"].any():
