@@ -251,6 +251,9 @@ IDENTIFIERS = frozenset(
         "label",
         "class",
         "index",
+        "weight_decay",
+        "eps",
+        "scale",
     }
 )
 
