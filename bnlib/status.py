@@ -197,6 +197,18 @@ NO_PREFIX = {
     "ends sooner",
     "lp_normalization": "its test accuracy is measured at the end of the run, which a shorter "
     "run ends sooner",
+    "factor_study": "it measures at fractions of the run's length, so a shorter run measures "
+    "at other steps",
+    "small_batches": "it measures once, at the end of a run whose length is set by the batch "
+    "size and the number of examples",
+    "batch_renorm": "it measures at fractions of the run's length, and renormalization's "
+    "schedule is a fraction of it too",
+    "ghost_batch_norm": "it measures at fractions of the run's length, so a shorter run "
+    "measures at other steps",
+    "dropout": "it measures at fractions of the run's length, so a shorter run measures at "
+    "other steps",
+    "bn_only": "it measures at fractions of the run's length, so a shorter run measures at "
+    "other steps",
     "lr_batch_sweep": "it measures once, after hundreds to thousands of steps, and so far into "
     "training the accuracy moves in the third digit with the order of floating-point sums "
     "(threads, how many models are stacked): a subset run cannot be compared to 2e-3",
@@ -233,6 +245,8 @@ SUBSETS = {
     "scale_invariance": {"seeds": [0, 1]},
     # rows at step 0 compared (the full run's first logged step after 0 is past the prefix)
     "effective_lr": {"seeds": [0]},
+    # the rows at the first checkpoint compared (the subset's last one is its end)
+    "inference_pitfalls": {"checkpoints": [10, 30], "seeds": [0]},
 }
 
 #: Float columns of tidy results that identify a row rather than measure something (some
@@ -254,6 +268,8 @@ IDENTIFIERS = frozenset(
         "weight_decay",
         "eps",
         "scale",
+        "base_lr",
+        "dropout",
     }
 )
 

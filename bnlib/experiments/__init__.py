@@ -148,6 +148,7 @@ def _load_all() -> None:
     from bnlib.experiments import (  # noqa: F401
         algorithm,
         covariate_shift,
+        factors,
         gradient_noise,
         initialization,
         landscape,

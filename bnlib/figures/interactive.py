@@ -28,6 +28,7 @@ __all__ = [
     "relative_loss_menu",
     "running_statistics",
     "show",
+    "small_batch_sweep",
     "spectrum_slider",
 ]
 
@@ -541,3 +542,53 @@ def landscape_slider(df: pd.DataFrame):
     fig.update_yaxes(type="log")
     fig = _layout(fig, f"{df['network'].iloc[0]}: along the gradient at one training step")
     return _legend_above(fig, height=480, top=110, y=1.08)
+
+
+def small_batch_sweep(df: pd.DataFrame):
+    """Test error against the batch size for BN, LayerNorm, GroupNorm and no
+    normalization, with a slider over the base learning rate: each normalization's best
+    on the validation split, or one base learning rate of the sweep for all. Seed means;
+    hover shows the learning rate each point was trained at.
+
+    Args:
+        df: :func:`bnlib.experiments.factors.small_batches` output.
+    """
+    import plotly.graph_objects as go
+
+    from bnlib.figures.factors import NORM_LABELS, best_learning_rates
+    from bnlib.figures.style import PALETTE
+
+    best = best_learning_rates(df, ["batch_size"])
+    mean = df.groupby(["norm", "batch_size", "base_lr", "lr"])["test_accuracy"].mean().reset_index()
+    views = [("best on validation", best)]
+    views += [
+        (f"{b:g} for all", mean[mean["base_lr"] == b]) for b in sorted(df["base_lr"].unique())
+    ]
+    fig = go.Figure()
+    owner = []
+    for n, (_, part) in enumerate(views):
+        for norm in [k for k in NORM_LABELS if k in set(part["norm"])]:
+            label = NORM_LABELS[norm]
+            line = part[part["norm"] == norm].sort_values("batch_size")
+            fig.add_trace(
+                go.Scatter(
+                    x=line["batch_size"],
+                    y=100 * (1 - line["test_accuracy"]),
+                    customdata=line["lr"],
+                    mode="lines+markers",
+                    visible=n == 0,
+                    name=label,
+                    line={"color": PALETTE[label]},
+                    hovertemplate=f"{label}<br>batch %{{x}}<br>test error %{{y:.1f}}%"
+                    "<br>learning rate %{customdata:.3g}<extra></extra>",
+                )
+            )
+            owner.append(n)
+    _slider(fig, _visibility_steps([label for label, _ in views], owner), "base learning rate: ")
+    sizes = sorted(df["batch_size"].unique())
+    fig.update_xaxes(
+        type="log", title_text="batch size", tickvals=sizes, ticktext=[str(b) for b in sizes]
+    )
+    fig.update_yaxes(title_text="test error (%)", rangemode="tozero")
+    fig = _layout(fig, "small batches: test error against the batch size")
+    return _legend_above(fig, height=520, top=110, y=1.02)

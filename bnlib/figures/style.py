@@ -21,6 +21,9 @@ PALETTE = {
     "ℓ1": "#66a61e",
     "ℓ2": "#e6ab02",
     "ℓ∞": "#a6761d",
+    "LayerNorm": "#1f78b4",
+    "GroupNorm": "#6a3d9a",
+    "batch renorm": "#e7298a",
 }
 
 
