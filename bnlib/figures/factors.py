@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import LogLocator, NullFormatter
 
 from bnlib.figures.style import PALETTE, legend_below
 
@@ -160,9 +162,7 @@ def factor_effects(df: pd.DataFrame) -> Figure:
             )
         ax.set_xticks(x, [_value_label(factor, v) for v in values], rotation=30, ha="right")
         ax.set_title(title)
-        ax.set_yscale("log")
     axes[0].set_ylabel("test error (%)")
-    axes[0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
     handles, labels = axes[0].get_legend_handles_labels()
     legend_below(fig, handles, labels)
     return fig
@@ -195,29 +195,28 @@ def factor_curves(df: pd.DataFrame, factor: str, value) -> Figure:
         left.plot(lost, [0.02] * len(lost), "x", color=PALETTE[label], ms=9, mew=2)
         lr = best.set_index("norm").loc[norm, "lr"]
         curve = part[(part["norm"] == norm) & (part["lr"] == lr)].groupby("step")["test_accuracy"]
-        right.plot(curve.mean().index, curve.mean().to_numpy(), color=PALETTE[label], label=label)
-        right.annotate(
-            f"lr {lr:g}",
-            (curve.mean().index[-1], curve.mean().iloc[-1]),
-            textcoords="offset points",
-            xytext=(-4, -14 if norm == "none" else 6),
-            ha="right",
+        right.plot(
+            curve.mean().index,
+            curve.mean().to_numpy(),
             color=PALETTE[label],
-            fontsize="small",
+            label=label,
         )
     left.set_xscale("log")
+    left.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
     left.set_ylim(0, 1)
-    left.set_xlabel("learning rate")
+    left.set_xlabel("learning rate (x: diverged)")
     left.set_ylabel("final test accuracy")
-    left.set_title("over the learning-rate grid (x: diverged)")
     right.set_xlabel("training step")
     right.set_ylabel("test accuracy")
-    low = max(0.5, float(np.nanmin(part["test_accuracy"])) - 0.02)
-    right.set_ylim(low, 1)
-    right.set_title("at each network's best learning rate")
+    chosen = part.merge(best[["norm", "lr"]], on=["norm", "lr"])
+    right.set_ylim(max(0.5, float(np.nanmin(chosen["test_accuracy"])) - 0.02), 1)
+    right.set_title("at each one's best learning rate", fontsize="small")
     handles, labels = left.get_legend_handles_labels()
     legend_below(fig, handles, labels)
-    fig.suptitle(f"{FACTORS[factor]}: {_value_label(factor, value)}")
+    rates = ", ".join(
+        f"{NORM_LABELS[n]} {best.set_index('norm').loc[n, 'lr']:g}" for n in ("none", "bn")
+    )
+    fig.suptitle(f"{FACTORS[factor]}: {_value_label(factor, value)} (best learning rates: {rates})")
     return fig
 
 
@@ -233,14 +232,18 @@ def layer_diagnostics(df: pd.DataFrame) -> Figure:
             label = NORM_LABELS[norm]
             part = d[(d["layer"] == layer) & (d["norm"] == norm)].sort_values("step")
             color = PALETTE[label]
-            top.fill_between(part["step"], part["w5"], part["w95"], color=color, alpha=0.15)
-            top.fill_between(part["step"], part["w25"], part["w75"], color=color, alpha=0.3)
+            top.fill_between(part["step"], part["w25"], part["w75"], color=color, alpha=0.25)
+            for column in ("w5", "w95"):
+                top.plot(part["step"], part[column], color=color, lw=1, ls="--")
             top.plot(part["step"], part["w50"], color=color)
             bottom.plot(part["step"], part["gradient_norm"], "o-", ms=3, color=color, label=label)
         top.set_title(layer)
         bottom.set_yscale("log")
+        bottom.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+        bottom.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+        bottom.yaxis.set_minor_formatter(NullFormatter())
         bottom.set_xlabel("training step")
-    axes[0, 0].set_ylabel("weight values\n(5-25-50-75-95%)")
+    axes[0, 0].set_ylabel("weights: 5, 25, 50,\n75, 95th percentiles")
     axes[1, 0].set_ylabel("gradient norm")
     handles, labels = axes[1, 0].get_legend_handles_labels()
     legend_below(fig, handles, labels)
@@ -324,55 +327,50 @@ def batch_renorm(df: pd.DataFrame) -> Figure:
     network's best learning rate (eval mode), and at the end in eval mode and with the
     statistics of test batches of the training batch size."""
     best = best_learning_rates(df, ["batch_size"])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.9), width_ratios=[3, 2])
-    names = []
-    for _, row in best.iterrows():
-        label = NORM_LABELS[row["norm"]]
-        name = f"{label}, batch {row['batch_size']}"
-        names.append((name, row))
-        runs = df[(df["norm"] == row["norm"]) & (df["batch_size"] == row["batch_size"])]
-        curve = runs[runs["lr"] == row["lr"]].groupby("step")["test_accuracy"].mean()
-        dashed = row["batch_size"] != df["batch_size"].min()
+    final = _final(df)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), width_ratios=[3, 2])
+    small = df["batch_size"].min()
+    rows = list(best.sort_values("batch_size", kind="stable").itertuples())
+    for row in rows:
+        label = NORM_LABELS[row.norm]
+        runs = df[(df["norm"] == row.norm) & (df["batch_size"] == row.batch_size)]
+        curve = runs[runs["lr"] == row.lr].groupby("step")["test_accuracy"].mean()
         left.plot(
             curve.index,
             curve.to_numpy(),
-            ls="--" if dashed else "-",
+            ls="-" if row.batch_size == small else "--",
             color=PALETTE[label],
-            label=name,
+            label=f"{label}, batch {row.batch_size}",
         )
     left.set_xlabel("training step")
-    left.set_ylabel("test accuracy (eval mode)")
-    final = _final(df)
-    x = np.arange(len(names))
-    for shift, column, hatch, what in (
-        (-0.2, "test_accuracy", None, "eval mode (population statistics)"),
-        (0.2, "test_accuracy_batch_statistics", "//", "statistics of test batches"),
+    left.set_ylabel("test accuracy")
+    x = np.arange(len(rows))
+    for shift, column, hatch in (
+        (-0.2, "test_accuracy", None),
+        (0.2, "test_accuracy_batch_statistics", "//"),
     ):
-        values = []
-        for _, row in names:
-            pick = final[
-                (final["norm"] == row["norm"])
-                & (final["batch_size"] == row["batch_size"])
-                & (final["lr"] == row["lr"])
-            ]
-            values.append(100 * (1 - pick[column].mean()))
-        colors = [PALETTE[NORM_LABELS[row["norm"]]] for _, row in names]
-        right.bar(
-            x + shift, values, width=0.4, color=colors, hatch=hatch, edgecolor="white", label=what
-        )
-    right.set_xticks(x, [n.replace(", ", "\n") for n, _ in names], fontsize="small")
+        values = [
+            100
+            * (
+                1
+                - final[
+                    (final["norm"] == r.norm)
+                    & (final["batch_size"] == r.batch_size)
+                    & (final["lr"] == r.lr)
+                ][column].mean()
+            )
+            for r in rows
+        ]
+        colors = [PALETTE[NORM_LABELS[r.norm]] for r in rows]
+        right.bar(x + shift, values, width=0.4, color=colors, hatch=hatch, edgecolor="white")
+    short = {"none": "none", "bn": "BN", "renorm": "renorm"}
+    right.set_xticks(x, [f"{short.get(r.norm, r.norm)}\n{r.batch_size}" for r in rows])
+    right.set_xlabel("normalization, batch size")
     right.set_ylabel("final test error (%)")
     handles, labels = left.get_legend_handles_labels()
-    legend_below(fig, handles, labels, ncol=2)
-    right.legend(
-        [
-            plt.Rectangle((0, 0), 1, 1, color="grey"),
-            plt.Rectangle((0, 0), 1, 1, color="grey", hatch="//", ec="white"),
-        ],
-        ["eval mode", "test batches"],
-        loc="upper left",
-        fontsize="x-small",
-    )
+    handles += [Patch(color="grey"), Patch(facecolor="grey", hatch="//", edgecolor="white")]
+    labels += ["bars: eval mode", "bars: test batches' own statistics"]
+    legend_below(fig, handles, labels, ncol=3)
     return fig
 
 
