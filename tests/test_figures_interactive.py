@@ -87,3 +87,25 @@ def test_landscape_slider_has_a_step_per_training_step_and_two_panels_per_norm()
     first = fig.data[0]  # no BN, step 0: loss after over loss before at the 3 step sizes
     part = df[(df["step"] == 0) & (df["norm"] == "none")].sort_values("factor")
     assert list(first.y) == pytest.approx(list(part["loss"] / part["loss_start"]))
+
+
+def test_small_batch_sweep_has_a_view_per_base_learning_rate_and_a_line_per_norm():
+    from bnlib.experiments import factors
+
+    df = factors.small_batches(
+        batch_sizes=[4, 16],
+        norms=["bn", "group"],
+        base_lrs=[0.02, 0.05],
+        examples=32,
+        validation=200,
+        test_examples=200,
+    )
+    fig = interactive.small_batch_sweep(df)
+    (slider,) = fig.layout.sliders
+    assert [s.label for s in slider.steps] == ["best on validation", "0.02 for all", "0.05 for all"]
+    assert len(fig.data) == 3 * 2
+    assert [t.visible for t in fig.data] == [True, True, False, False, False, False]
+    fixed = fig.data[4]  # base learning rate 0.05, BN
+    part = df[(df["norm"] == "bn") & (df["base_lr"] == 0.05)].sort_values("batch_size")
+    assert list(fixed.y) == pytest.approx(list(100 * (1 - part["test_accuracy"])))
+    assert list(fixed.customdata) == pytest.approx(list(part["lr"]))

@@ -162,3 +162,30 @@ def test_landscape_figures_legends_are_below_the_panels():
     bn = vgg[vgg["norm"] == "bn"]
     view = figures.explorer_view(bn, lr=0.1, at_step=2)
     assert view.axes[2].get_title() == "along the gradient, step 2"
+
+
+def test_what_else_figures_legends_are_below_the_panels():
+    from bnlib import experiments
+    from bnlib.figures import factors as figures
+
+    experiments._load_all()
+
+    def smoke(name):
+        experiment = experiments.get(name)
+        return experiment.function(**experiment.profiles["smoke"])
+
+    study = smoke("factor_study")
+    for fig in (
+        figures.factor_effects(study),
+        figures.factor_curves(study, "activation", "relu"),
+        figures.layer_diagnostics(smoke("layer_diagnostics")),
+        figures.class_mismatch(smoke("class_mismatch")),
+        figures.small_batches(smoke("small_batches")),
+        figures.batch_renorm(smoke("batch_renorm")),
+        figures.ghost_batch_norm(smoke("ghost_batch_norm")),
+        figures.inference_pitfalls(smoke("inference_pitfalls")),
+        figures.dropout(smoke("dropout")),
+    ):
+        _assert_legends_below_the_data(fig)
+    only = figures.bn_only(smoke("bn_only"))
+    assert len(only.axes[0].patches) == 4  # one bar per training mode

@@ -471,3 +471,65 @@ def test_landscape_explorer_draws_one_network():
     explorer.controls["steps"].value = 200
     result = explorer.compute(**explorer.values())
     assert isinstance(result, Figure) and "step 100" in result.axes[2].get_title()
+
+
+def _factor_sweep():
+    from bnlib.experiments import factors
+
+    return factors.factor_study(
+        activations=("sigmoid", "relu"),
+        optimizers=("sgd",),
+        batch_sizes=(16, 64),
+        sgd_lrs=[0.3, 1.0],
+        steps=2,
+        measure_points=1,
+        validation=300,
+    )
+
+
+def test_factor_explorer_offers_every_setting_and_redraws_on_change():
+    from bnlib.widgets import factor_explorer
+
+    explorer = factor_explorer(_factor_sweep())
+    setting = explorer.controls["setting"]
+    labels = [label for label, _ in setting.options]
+    assert labels == [
+        "activation: sigmoid",
+        "activation: ReLU",
+        "optimizer: SGD",
+        "batch size: 16",
+        "batch size: 64",
+    ]
+    assert setting.value == ("activation", "sigmoid") and _holds(setting)
+    explorer.build()
+    explorer.redraw()
+    assert explorer.status.value == ""
+    setting.value = ("batch_size", 16)
+    assert explorer.status.value == "" and _shown(explorer).startswith("<Figure")
+    assert explorer.draw(("batch_size", 16)).get_suptitle().startswith("batch size: 16")
+
+
+def test_small_batch_explorer_reslices_by_base_learning_rate_and_norm():
+    from bnlib.experiments import factors
+    from bnlib.widgets import small_batch_explorer
+
+    sweep = factors.small_batches(
+        batch_sizes=[4, 16],
+        norms=["bn", "layer", "none"],
+        base_lrs=[0.02, 0.05],
+        examples=32,
+        validation=200,
+        test_examples=200,
+    )
+    explorer = small_batch_explorer(sweep)
+    rate, norms = explorer.controls["base_lr"], explorer.controls["norms"]
+    assert [v for _, v in rate.options] == [-1.0, 0.02, 0.05]
+    assert set(norms.value) == {"bn", "layer", "none"}
+    explorer.build()
+    explorer.redraw()
+    assert explorer.status.value == ""
+    norms.value = ("layer",)
+    legend = explorer.draw(0.05, ("layer",)).legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["LayerNorm"]
+    norms.value = ()
+    assert "choose at least one normalization" in explorer.status.value

@@ -230,7 +230,8 @@ _FACTOR_QUICK = {
     "sgd_lrs": [0.1, 0.3, 1.0, 3.0],
     "adam_lrs": [3e-4, 1e-3, 3e-3, 1e-2],
     "seeds": [0],
-    "steps": 1000,
+    "steps": 800,
+    "measure_points": 10,
 }
 
 
@@ -522,7 +523,12 @@ def class_mismatch(
 # Part 2: small batches and the alternatives
 # --------------------------------------------------------------------------------------
 
-_SMALL_QUICK = {"examples": 6000, "seeds": [0], "base_lrs": [0.05]}
+_SMALL_QUICK = {
+    "examples": 6000,
+    "seeds": [0],
+    "base_lrs": [0.05],
+    "batch_sizes": [2, 4, 16, 32, 128],
+}
 
 
 @register(
@@ -536,7 +542,12 @@ _SMALL_QUICK = {"examples": 6000, "seeds": [0], "base_lrs": [0.05]}
         "test_examples": 500,
     },
     quick=_SMALL_QUICK,
-    full={**_SMALL_QUICK, "examples": 24_000, "base_lrs": [0.025, 0.1]},
+    full={
+        **_SMALL_QUICK,
+        "examples": 24_000,
+        "base_lrs": [0.025, 0.1],
+        "batch_sizes": [2, 4, 8, 16, 32, 64, 128],
+    },
 )
 def small_batches(
     batch_sizes: Sequence[int] = (2, 4, 8, 16, 32, 64, 128),
@@ -604,7 +615,7 @@ def small_batches(
     "batch_renorm",
     chapter=CHAPTER,
     smoke={"steps": 8, "lrs": [0.1], "measure_points": 2},
-    quick={"steps": 3000, "seeds": [0, 1]},
+    quick={"steps": 3000, "seeds": [0, 1], "measure_points": 5},
     full={"steps": 12_000, "seeds": [0, 1, 2]},
 )
 def batch_renorm(
@@ -696,7 +707,7 @@ def batch_renorm(
         "test_examples": 500,
         "train_examples": 500,
     },
-    quick={"steps": 150, "seeds": [0]},
+    quick={"steps": 100, "seeds": [0], "measure_points": 2},
     full={"steps": 450, "seeds": [0, 1]},
 )
 def ghost_batch_norm(
@@ -852,7 +863,7 @@ def inference_pitfalls(
     "dropout",
     chapter=CHAPTER,
     smoke={"steps": 6, "measure_points": 2},
-    quick={"steps": 1500, "seeds": [0, 1]},
+    quick={"steps": 1500, "seeds": [0]},
     full={"steps": 6000, "seeds": [0, 1, 2]},
 )
 def dropout(
@@ -951,7 +962,7 @@ def _freeze_except(run: StackedRun, mode: str) -> int:
         "validation": 500,
         "test_examples": 500,
     },
-    quick={"steps": 600, "widths": [16, 32, 64]},
+    quick={"steps": 400, "widths": [16, 32, 64], "measure_points": 1},
     full={"steps": 1500, "test_examples": 10_000},
 )
 def bn_only(

@@ -72,7 +72,7 @@ def factor_values(df: pd.DataFrame, factor: str) -> pd.DataFrame:
 
 
 def best_learning_rates(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """For each group of ``keys`` (plus ``norm``), the learning rate whose final
+    """For each group of ``keys`` (plus ``norm`` where there is one), the learning rate whose final
     validation accuracy, averaged over seeds, is highest (chosen on held-out training
     data, never on the test split).
 
@@ -82,7 +82,7 @@ def best_learning_rates(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         ``diverged`` (how many of the learning rates' runs diverged).
     """
     final = _final(df)
-    group = [*keys, "norm"]
+    group = [*keys, "norm"] if "norm" in df.columns else list(keys)
     per_lr = (
         final.groupby([*group, "lr"])
         .agg(
@@ -402,25 +402,27 @@ def ghost_batch_norm(df: pd.DataFrame) -> Figure:
     return fig
 
 
-#: The evaluations of :func:`bnlib.experiments.factors.inference_pitfalls` and their lines.
+#: The evaluations of :func:`bnlib.experiments.factors.inference_pitfalls`: colour, line,
+#: marker and a short label.
 PITFALL_STYLES = {
-    "running statistics (eval mode)": ("#1b9e77", "-", "o"),
-    "recomputed population statistics": ("#1b9e77", ":", "^"),
-    "example included in the statistics": ("#66a61e", "--", "v"),
-    "test-batch statistics, mixed batches": ("#7570b3", "-", "s"),
-    "test-batch statistics, one class per batch": ("#d95f02", "-", "D"),
-    "test-batch statistics, batch of 1": ("#d95f02", "--", "x"),
+    "running statistics (eval mode)": ("#1b9e77", "-", "o", "eval mode (running averages)"),
+    "recomputed population statistics": ("#1b9e77", ":", "^", "recomputed population stats"),
+    "example included in the statistics": ("#66a61e", "--", "v", "example included"),
+    "test-batch statistics, mixed batches": ("#7570b3", "-", "s", "train mode, mixed batches"),
+    "test-batch statistics, one class per batch": ("#d95f02", "-", "D", "train mode, one class"),
+    "test-batch statistics, batch of 1": ("#d95f02", "--", "x", "train mode, one image"),
 }
 
 
 def inference_pitfalls(df: pd.DataFrame) -> Figure:
     """Test accuracy of the same BN networks evaluated six ways, against the training
     step at which they were stopped (seed mean)."""
-    fig, ax = plt.subplots(figsize=(8, 4.6))
-    for evaluation, (color, ls, marker) in PITFALL_STYLES.items():
+    fig, ax = plt.subplots(figsize=(9, 4.6))
+    for evaluation, (color, ls, marker, label) in PITFALL_STYLES.items():
         curve = df[df["evaluation"] == evaluation].groupby("step")["test_accuracy"].mean()
-        ax.plot(curve.index, curve.to_numpy(), color=color, ls=ls, marker=marker, label=evaluation)
+        ax.plot(curve.index, curve.to_numpy(), color=color, ls=ls, marker=marker, label=label)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_ylim(0, 1)
     ax.set_xlabel("training steps before evaluation")
     ax.set_ylabel("test accuracy")
@@ -431,7 +433,7 @@ def inference_pitfalls(df: pd.DataFrame) -> Figure:
 
 def dropout(df: pd.DataFrame) -> Figure:
     """BN and dropout: final test and training accuracy per dropout rate, with and
-    without BN (seed mean; ticks span the seeds)."""
+    without BN (dots: seed means; bars span the seeds)."""
     final = _final(df)
     rates = sorted(final["dropout"].unique())
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
@@ -440,14 +442,20 @@ def dropout(df: pd.DataFrame) -> Figure:
         (axes[0], "test_accuracy", "test"),
         (axes[1], "train_accuracy", "training (the 5,000 trained on)"),
     ):
-        for shift, norm in ((-0.2, "none"), (0.2, "bn")):
+        for shift, norm in ((-0.1, "none"), (0.1, "bn")):
             label = NORM_LABELS[norm]
             stats = final[final["norm"] == norm].groupby("dropout")[column]
             mean = 100 * stats.mean().loc[rates].to_numpy()
             low, high = 100 * stats.min().loc[rates], 100 * stats.max().loc[rates]
-            ax.bar(x + shift, mean, width=0.4, color=PALETTE[label], label=label)
             ax.errorbar(
-                x + shift, mean, yerr=[mean - low, high - mean], fmt="none", color="black", lw=1
+                x + shift,
+                mean,
+                yerr=[mean - low, high - mean],
+                fmt="o",
+                ms=8,
+                color=PALETTE[label],
+                label=label,
+                capsize=3,
             )
         ax.set_xticks(x, [f"{r:g}" for r in rates])
         ax.set_xlabel("dropout rate")
