@@ -485,7 +485,14 @@ def bn_only(df: pd.DataFrame) -> Figure:
             color="white",
             fontsize="small",
         )
-    ax.set_yticks(y, [f"{m}\n({t:,} trained)" for m, t in zip(best["mode"], best["trainable"])])
+    names = {
+        "all": "all parameters",
+        "BN's gamma and beta": "BN's γ and β",
+        "gamma, beta and output layer": "γ, β and output layer",
+    }
+    ax.set_yticks(
+        y, [f"{names.get(m, m)}\n({t:,} trained)" for m, t in zip(best["mode"], best["trainable"])]
+    )
     ax.set_xlim(0, 100)
     ax.axvline(10, color="grey", ls=":", lw=1)
     ax.set_xlabel("final test accuracy (%); dotted: chance")
