@@ -240,7 +240,13 @@ _FACTOR_QUICK = {
     chapter=CHAPTER,
     smoke={**_FACTOR_QUICK, "sgd_lrs": [0.3], "adam_lrs": [1e-3], "steps": 8, "measure_points": 2},
     quick=_FACTOR_QUICK,
-    full={**_FACTOR_QUICK, "seeds": [0, 1], "steps": 3000},
+    full={
+        **_FACTOR_QUICK,
+        "sgd_lrs": [0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
+        "adam_lrs": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
+        "seeds": [0, 1],
+        "steps": 3000,
+    },
 )
 def factor_study(
     activations: Sequence[str] = ("sigmoid", "tanh", "relu", "leaky_relu", "softplus"),
