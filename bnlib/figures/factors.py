@@ -258,15 +258,20 @@ def class_mismatch(df: pd.DataFrame) -> Figure:
     ratios = sorted(df["ratio"].unique())
     x = np.arange(len(ratios))
     for ax, evaluation in zip(axes, ["population statistics", "test-set statistics"]):
-        for norm, offset in (("none", -0.04), ("bn", 0.04)):
+        for norm, offset in (("none", -0.09), ("bn", 0.03)):
             label = NORM_LABELS[norm]
-            for digit, style in ((0, "-o"), (1, "--s")):
+            for digit, style, shift in ((0, "-o", 0.0), (1, "--s", 0.06)):
                 part = df[(df["evaluation"] == evaluation) & (df["norm"] == norm)]
                 stats = part[part["digit"] == digit].groupby("ratio")["accuracy"]
                 mean = stats.mean().loc[ratios].to_numpy()
                 spread = [mean - stats.min().loc[ratios], stats.max().loc[ratios] - mean]
                 ax.errorbar(
-                    x + offset, mean, yerr=spread, fmt=style, color=PALETTE[label], capsize=2
+                    x + offset + shift,
+                    mean,
+                    yerr=spread,
+                    fmt=style,
+                    color=PALETTE[label],
+                    capsize=2,
                 )
         ax.set_xticks(x, [f"1:{r}" for r in ratios])
         ax.set_xlabel("ones : zeros in the test set")
