@@ -44,12 +44,12 @@ __all__ = [
 ]
 
 _STEP_KEYS = {"steps": "steps", "mlp_steps": "MLP steps", "linear_steps": "deep linear steps"}
-_LIST_KEYS = {
-    "seeds": "seeds",
-    "lrs": "learning rates",
-    "momenta": "momenta",
-    "shifts": "shifts",
-    "shapes": "shapes",
+_LIST_KEYS = {  # key: (singular, plural)
+    "seeds": ("seed", "seeds"),
+    "lrs": ("learning rate", "learning rates"),
+    "momenta": ("momentum", "momenta"),
+    "shifts": ("shift", "shifts"),
+    "shapes": ("shape", "shapes"),
 }
 _COUNT_KEYS = {
     "draws": "draws",
@@ -163,9 +163,10 @@ def describe_config(config: dict) -> str:
     for key, label in _STEP_KEYS.items():
         if key in config:
             parts.append(f"{_number(config[key])} {label}")
-    for key, label in _LIST_KEYS.items():
+    for key, (singular, plural) in _LIST_KEYS.items():
         if key in config and isinstance(config[key], Sequence):
-            parts.append(f"{len(config[key])} {label}")
+            count = len(config[key])
+            parts.append(f"{count} {singular if count == 1 else plural}")
     for key, label in _COUNT_KEYS.items():
         if key in config and isinstance(config[key], int):
             parts.append(f"{label} {_number(config[key])}")

@@ -158,3 +158,4 @@ def test_describe_config_names_the_scale():
     assert "10,000 deep linear steps" in book.describe_config(
         {"mlp_steps": 10_000, "linear_steps": 10_000}
     )
+    assert book.describe_config({"seeds": [0], "momenta": [0.1]}) == "1 seed, 1 momentum"

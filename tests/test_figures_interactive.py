@@ -102,7 +102,7 @@ def test_small_batch_sweep_has_a_view_per_base_learning_rate_and_a_line_per_norm
     )
     fig = interactive.small_batch_sweep(df)
     (slider,) = fig.layout.sliders
-    assert [s.label for s in slider.steps] == ["best on validation", "0.02 for all", "0.05 for all"]
+    assert [s.label for s in slider.steps] == ["best", "0.02", "0.05"]
     assert len(fig.data) == 3 * 2
     assert [t.visible for t in fig.data] == [True, True, False, False, False, False]
     fixed = fig.data[4]  # base learning rate 0.05, BN

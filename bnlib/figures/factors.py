@@ -466,7 +466,8 @@ def dropout(df: pd.DataFrame) -> Figure:
         ax.set_xlabel("dropout rate")
         ax.set_title(title)
         values = 100 * final[column]
-        ax.set_ylim(max(0, values.min() - 3), min(100, values.max() + 1.5))
+        # Up to 100.5, not 100: a training accuracy of 100% would sit on the frame.
+        ax.set_ylim(max(0, values.min() - 3), min(100.5, values.max() + 1.5))
     axes[0].set_ylabel("final accuracy (%)")
     handles, labels = axes[0].get_legend_handles_labels()
     legend_below(fig, handles, labels)

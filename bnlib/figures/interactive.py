@@ -560,10 +560,8 @@ def small_batch_sweep(df: pd.DataFrame):
 
     best = best_learning_rates(df, ["batch_size"])
     mean = df.groupby(["norm", "batch_size", "base_lr", "lr"])["test_accuracy"].mean().reset_index()
-    views = [("best on validation", best)]
-    views += [
-        (f"{b:g} for all", mean[mean["base_lr"] == b]) for b in sorted(df["base_lr"].unique())
-    ]
+    views = [("best", best)]
+    views += [(f"{b:g}", mean[mean["base_lr"] == b]) for b in sorted(df["base_lr"].unique())]
     fig = go.Figure()
     owner = []
     for n, (_, part) in enumerate(views):
