@@ -22,9 +22,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
+# A failed build forgets Sphinx's saved environment: otherwise the next build would see
+# no changed source, re-read nothing and pass with the failed pages' tracebacks in them.
 book: $(STAMP)
 	@start=$$(date +%s); \
-	BNLIB_BOOK_BUILD=1 $(VENV)/bin/jupyter-book build . -W -n --keep-going; \
+	BNLIB_BOOK_BUILD=1 $(VENV)/bin/jupyter-book build . -W -n --keep-going \
+		|| { rm -rf _build/.doctrees; echo "book build failed: fix the warnings above"; exit 1; }; \
 	echo "book built in $$(( $$(date +%s) - start )) s: _build/html/index.html"
 
 test: $(STAMP) lint browser

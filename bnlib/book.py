@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 _STEP_KEYS = {"steps": "steps", "mlp_steps": "MLP steps", "linear_steps": "deep linear steps"}
+_SIZE_KEYS = {"blocks": "residual blocks"}
 _LIST_KEYS = {  # key: (singular, plural)
     "seeds": ("seed", "seeds"),
     "lrs": ("learning rate", "learning rates"),
@@ -162,6 +163,9 @@ def describe_config(config: dict) -> str:
     parts = []
     for key, label in _STEP_KEYS.items():
         if key in config:
+            parts.append(f"{_number(config[key])} {label}")
+    for key, label in _SIZE_KEYS.items():
+        if key in config and isinstance(config[key], int):
             parts.append(f"{_number(config[key])} {label}")
     for key, (singular, plural) in _LIST_KEYS.items():
         if key in config and isinstance(config[key], Sequence):

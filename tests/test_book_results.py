@@ -159,3 +159,4 @@ def test_describe_config_names_the_scale():
         {"mlp_steps": 10_000, "linear_steps": 10_000}
     )
     assert book.describe_config({"seeds": [0], "momenta": [0.1]}) == "1 seed, 1 momentum"
+    assert book.describe_config({"steps": 600, "blocks": 32}) == "600 steps, 32 residual blocks"

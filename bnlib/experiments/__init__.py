@@ -154,4 +154,5 @@ def _load_all() -> None:
         landscape,
         large_steps,
         learning_rate,
+        output_gradients,
     )

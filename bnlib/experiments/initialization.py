@@ -618,7 +618,13 @@ SKIPINIT_VARIANTS = {"none": ("none", False), "bn": ("torch", False), "skipinit"
     chapter="Random initialization",
     smoke={"lr_count": 2, "steps": 5, "blocks": 2, "width": 16},
     quick={},
-    full={"lr_count": 10, "steps": 2340, "seeds": [0, 1, 2]},
+    full={
+        "blocks": 32,
+        "lr_range": [1e-4, 3.16],
+        "lr_count": 10,
+        "steps": 2340,
+        "seeds": [0, 1, 2],
+    },
 )
 def skipinit_sweep(
     variants: Sequence[str] = tuple(SKIPINIT_VARIANTS),

@@ -250,10 +250,18 @@ def layer_diagnostics(df: pd.DataFrame) -> Figure:
     return fig
 
 
+# The experiment's "population statistics" are the running averages of eval mode (not the
+# recomputed ones of the inference-pitfalls figure): the titles say so.
+_EVALUATION_TITLES = {
+    "population statistics": "eval mode (running averages)",
+    "test-set statistics": "train mode (test-set statistics)",
+}
+
+
 def class_mismatch(df: pd.DataFrame) -> Figure:
     """Accuracy on the zeros and on the ones of test sets with fewer and fewer ones,
-    evaluated with population statistics and with the test set's own statistics (seed
-    mean; ticks span the seeds)."""
+    evaluated in eval mode (BN with its running averages) and in train mode with the test
+    set's own statistics (seed mean; ticks span the seeds)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     ratios = sorted(df["ratio"].unique())
     x = np.arange(len(ratios))
@@ -275,7 +283,7 @@ def class_mismatch(df: pd.DataFrame) -> Figure:
                 )
         ax.set_xticks(x, [f"1:{r}" for r in ratios])
         ax.set_xlabel("ones : zeros in the test set")
-        ax.set_title(evaluation)
+        ax.set_title(_EVALUATION_TITLES[evaluation])
     axes[0].set_ylabel("accuracy")
     handles = [
         Line2D([], [], color=PALETTE["no BN"], lw=6),

@@ -4,6 +4,7 @@ none trains."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import matplotlib as mpl
@@ -13,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bnlib.figures.large_steps import NORM_LABELS
+from bnlib.figures.large_steps import NORM_LABELS, output_heatmap
 from bnlib.figures.style import PALETTE, legend_below
 from bnlib.spectra import (
     product_edge,
@@ -35,6 +36,7 @@ __all__ = [
     "init_schemes",
     "jacobian_summary",
     "jacobians_over_training",
+    "mlp_output_gradients",
     "output_collapse",
     "residual_variance",
     "skipinit_sweep",
@@ -73,6 +75,30 @@ def _band(ax, x, values: pd.DataFrame, color, style="-", label=None) -> None:
     ax.plot(x, values.mean(axis=1), style, color=color, lw=2, label=label)
     if values.shape[1] > 1:
         ax.fill_between(x, values.min(axis=1), values.max(axis=1), color=color, alpha=0.2, lw=0)
+
+
+def mlp_output_gradients(df: pd.DataFrame, seed: int = 0) -> Figure:
+    """The output gradient (softmax minus one-hot) of every image and class of fresh
+    plain MLPs: one heatmap per depth (rows) and normalization (columns).
+
+    Args:
+        df: :func:`bnlib.experiments.output_gradients.mlp_output_gradients` output.
+        seed: which seed's networks.
+    """
+    df = df[df["seed"] == seed]
+    depths, norms = sorted(set(df["depth"])), [n for n in NORM_LABELS if n in set(df["norm"])]
+    fig, axes = plt.subplots(
+        len(depths), len(norms), figsize=(9.5, 4.0 * len(depths)), squeeze=False
+    )
+    for (row, depth), (col, norm) in itertools.product(enumerate(depths), enumerate(norms)):
+        ax = axes[row, col]
+        out = df[(df["depth"] == depth) & (df["norm"] == norm)]
+        image = output_heatmap(ax, out, f"{depth} layers, {NORM_LABELS[norm]}")
+        ax.set(ylabel="test image" if col == 0 else None)
+        if row < len(depths) - 1:
+            ax.set(xlabel=None)
+    fig.colorbar(image, ax=axes, label="softmax - one-hot", shrink=0.8)
+    return fig
 
 
 def output_collapse(df: pd.DataFrame) -> Figure:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 
 from bnlib.figures.style import PALETTE, legend_below
@@ -18,7 +20,9 @@ __all__ = [
     "activations_along_step",
     "gradients_at_init",
     "one_network",
+    "output_heatmap",
     "predicted_shares",
+    "softmax_spread",
     "relative_loss",
     "stable_step_sizes",
 ]
@@ -198,6 +202,55 @@ def predicted_shares(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def softmax_spread(df: pd.DataFrame) -> pd.DataFrame:
+    """How much each network's output gradient changes from image to image: the standard
+    deviation across images of its softmax output (the gradient plus the one-hot label),
+    averaged over the classes. 0 when every image gets the same probabilities.
+
+    Args:
+        df: output rows in the layout of
+            :func:`bnlib.experiments.large_steps.gradients_at_init`.
+
+    Returns:
+        Columns ``seed, depth, norm, spread``.
+    """
+    out = df[df["quantity"] == "output"]
+    out = out.assign(p=out["value"] + (out["class"] == out["label"]))
+    rows = [
+        {
+            "seed": seed,
+            "depth": depth,
+            "norm": norm,
+            "spread": float(part.pivot(index="image", columns="class", values="p").std().mean()),
+        }
+        for (seed, depth, norm), part in out.groupby(["seed", "depth", "norm"])
+    ]
+    return pd.DataFrame(rows)
+
+
+def output_heatmap(ax: Axes, out: pd.DataFrame, title: str) -> AxesImage:
+    """Draw one network's output gradients as an image x class heatmap on ``ax``, titled
+    ``title`` and, on a second line, the share of images given the most frequent
+    predicted class.
+
+    Args:
+        out: the ``quantity == "output"`` rows of one network (one seed, depth, norm).
+
+    Returns:
+        The heatmap, for a colorbar (range -1 to 1).
+    """
+    matrix = out.pivot(index="image", columns="class", values="value").to_numpy()
+    image = ax.imshow(
+        matrix, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"
+    )
+    ax.set(
+        title=f"{title}\nmost frequent class {_predicted_share(out):.0%}",
+        xlabel="class",
+        xticks=range(matrix.shape[1]),
+    )
+    return image
+
+
 def gradients_at_init(df: pd.DataFrame, depth: int | None = None, seed: int = 0) -> Figure:
     """The output gradient (softmax minus one-hot) of every image and class, with and
     without BN, and the middle block's weight gradients as histograms.
@@ -212,17 +265,9 @@ def gradients_at_init(df: pd.DataFrame, depth: int | None = None, seed: int = 0)
     grid = fig.add_gridspec(2, 2, height_ratios=(1.4, 1))
     for col, norm in enumerate(("none", "torch")):
         out = df[(df["norm"] == norm) & (df["quantity"] == "output")]
-        matrix = out.pivot(index="image", columns="class", values="value").to_numpy()
         ax = fig.add_subplot(grid[0, col])
-        image = ax.imshow(
-            matrix, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"
-        )
-        ax.set(
-            title=f"{NORM_LABELS[norm]}: most frequent class {_predicted_share(out):.0%}",
-            xlabel="class",
-            ylabel="test image" if col == 0 else None,
-            xticks=range(matrix.shape[1]),
-        )
+        image = output_heatmap(ax, out, NORM_LABELS[norm])
+        ax.set(ylabel="test image" if col == 0 else None)
         if col == 1:
             fig.colorbar(image, ax=ax, label="softmax - one-hot")
         weights = df[(df["norm"] == norm) & (df["quantity"] == "weight")]["value"]
