@@ -483,13 +483,14 @@ def residual_variance(df: pd.DataFrame, seed: int = 0) -> Figure:
 
 def skipinit_sweep(df: pd.DataFrame) -> Figure:
     """Test accuracy against the learning rate for the residual MLP without BN, with BN
-    and with SkipInit (mean over seeds, range shaded; x: every seed diverged).
+    and with SkipInit (mean over the seeds that did not diverge, range shaded; x: every
+    seed diverged, at one height per network).
 
     Args:
         df: :func:`bnlib.experiments.initialization.skipinit_sweep` output.
     """
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for variant in VARIANT_LABELS:
+    for row, variant in enumerate(VARIANT_LABELS):
         part = df[df["variant"] == variant]
         if part.empty:
             continue
@@ -499,7 +500,8 @@ def skipinit_sweep(df: pd.DataFrame) -> Figure:
         _band(ax, trained.index, trained, color)
         gone = part.groupby("lr")["diverged"].all()
         gone = gone[gone].index
-        ax.plot(gone, [0.03] * len(gone), "x", color=color, ms=10, mew=2)
+        # one height per network, so that crosses at the same rate do not hide each other
+        ax.plot(gone, [0.02 + 0.03 * row] * len(gone), "x", color=color, ms=7, mew=2)
     ax.axhline(0.1, color="0.5", lw=1, ls=":")
     ax.set(xscale="log", ylim=(0, 1), xlabel="learning rate", ylabel="test accuracy")
     handles = [Line2D([], [], color=PALETTE[VARIANT_LABELS[v]], lw=2) for v in VARIANT_LABELS]
