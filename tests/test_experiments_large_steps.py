@@ -97,3 +97,15 @@ def test_relative_loss_menu_has_one_slider_step_per_network(relative):
     assert len(steps) == 4  # 2 initializations x 2 depths
     assert sum(t.visible for t in fig.data) == 4  # first network: 2 norms x 2 batches
     assert all(sum(s.args[0]["visible"]) == 4 for s in steps)
+
+
+def test_change_along_step_puts_both_networks_on_one_symmetric_scale():
+    along = ex.activations_along_step(depth=14, batch_size=16, fractions=3, init="he")
+    fig = figures.change_along_step(along)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 6  # two networks x three blocks
+    limits = {im.get_clim() for im in images}
+    assert len(limits) == 1 and next(iter(limits))[0] == -next(iter(limits))[1]
+    # at 0% of the step every channel is its own reference: the first column is 0
+    for im in images:
+        assert np.allclose(np.asarray(im.get_array())[:, 0], 0.0)

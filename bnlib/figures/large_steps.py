@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ __all__ = [
     "NORM_LABELS",
     "activation_growth",
     "activations_along_step",
+    "change_along_step",
     "gradients_at_init",
     "one_network",
     "output_heatmap",
@@ -171,10 +174,55 @@ def activations_along_step(df: pd.DataFrame, norm: str = "none") -> Figure:
                 image, ax=ax, label=f"log10 |{metric}|" if col == len(layers) - 1 else None
             )
             ax.set_title(f"layer {layer}: {metric}")
+            ax.grid(False)  # the style's grid lines would read as data on a heatmap
             if row == 1:
                 ax.set_xlabel("% of the step")
             if col == 0:
                 ax.set_ylabel("channel")
+    return fig
+
+
+def change_along_step(df: pd.DataFrame) -> Figure:
+    """How much each channel's mean changes along one update, relative to its value at
+    the start: log10(|mean at f| / |mean at 0|) for f from 0% to 100% of the step, one
+    row of panels per network and one column per block, all on one colour scale (white:
+    no change), so that the networks can be compared directly.
+
+    Args:
+        df: :func:`bnlib.experiments.large_steps.activations_along_step` output.
+    """
+    norms = [n for n in ("none", "torch") if n in set(df["norm"])]
+    layers = sorted(df["layer"].unique())
+    grids = {}
+    for (norm, layer), part in df.groupby(["norm", "layer"]):
+        grid = part.pivot(index="channel", columns="fraction", values="mean").to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grids[norm, layer] = np.log10(np.abs(grid) / np.abs(grid[:, :1]))
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
+    limit = max(float(np.ceil(np.abs(finite).max())), 1.0)
+    fig, axes = plt.subplots(len(norms), len(layers), figsize=(11, 3.3 * len(norms)), squeeze=False)
+    for (row, norm), (col, layer) in itertools.product(enumerate(norms), enumerate(layers)):
+        values = np.clip(
+            np.nan_to_num(grids[norm, layer], posinf=limit, neginf=-limit), -limit, limit
+        )
+        ax = axes[row, col]
+        image = ax.imshow(
+            values,
+            aspect="auto",
+            origin="lower",
+            cmap="RdBu_r",
+            vmin=-limit,
+            vmax=limit,
+            extent=(0, 100, -0.5, len(values) - 0.5),
+            interpolation="nearest",
+        )
+        ax.set_title(f"{NORM_LABELS[norm]}, layer {layer}")
+        ax.grid(False)
+        if row == len(norms) - 1:
+            ax.set_xlabel("% of the step")
+        if col == 0:
+            ax.set_ylabel("channel")
+    fig.colorbar(image, ax=axes, label="log10 (|mean| / |mean at 0%|)", shrink=0.85)
     return fig
 
 
@@ -248,6 +296,7 @@ def output_heatmap(ax: Axes, out: pd.DataFrame, title: str) -> AxesImage:
         xlabel="class",
         xticks=range(matrix.shape[1]),
     )
+    ax.grid(False)
     return image
 
 
