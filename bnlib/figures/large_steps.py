@@ -162,24 +162,30 @@ def activations_along_step(df: pd.DataFrame, norm: str = "none") -> Figure:
             with np.errstate(divide="ignore", invalid="ignore"):
                 values = np.log10(np.abs(grid.to_numpy()))
             ax = axes[row, col]
-            image = ax.imshow(
-                values,
-                aspect="auto",
-                origin="lower",
-                cmap="magma",
-                extent=(0, 100, -0.5, len(grid) - 0.5),
-                interpolation="nearest",
-            )
+            image = _step_heatmap(ax, values, f"layer {layer}: {metric}", cmap="magma")
             fig.colorbar(
                 image, ax=ax, label=f"log10 |{metric}|" if col == len(layers) - 1 else None
             )
-            ax.set_title(f"layer {layer}: {metric}")
-            ax.grid(False)  # the style's grid lines would read as data on a heatmap
             if row == 1:
                 ax.set_xlabel("% of the step")
             if col == 0:
                 ax.set_ylabel("channel")
     return fig
+
+
+def _step_heatmap(ax: Axes, values: np.ndarray, title: str, **colours) -> AxesImage:
+    """Draw a ``(channels, fractions)`` grid of ``values`` over 0-100% of the step."""
+    image = ax.imshow(
+        values,
+        aspect="auto",
+        origin="lower",
+        extent=(0, 100, -0.5, len(values) - 0.5),
+        interpolation="nearest",
+        **colours,
+    )
+    ax.set_title(title)
+    ax.grid(False)  # the style's grid lines would read as data on a heatmap
+    return image
 
 
 def change_along_step(df: pd.DataFrame) -> Figure:
@@ -206,18 +212,14 @@ def change_along_step(df: pd.DataFrame) -> Figure:
             np.nan_to_num(grids[norm, layer], posinf=limit, neginf=-limit), -limit, limit
         )
         ax = axes[row, col]
-        image = ax.imshow(
+        image = _step_heatmap(
+            ax,
             values,
-            aspect="auto",
-            origin="lower",
+            f"{NORM_LABELS[norm]}, layer {layer}",
             cmap="RdBu_r",
             vmin=-limit,
             vmax=limit,
-            extent=(0, 100, -0.5, len(values) - 0.5),
-            interpolation="nearest",
         )
-        ax.set_title(f"{NORM_LABELS[norm]}, layer {layer}")
-        ax.grid(False)
         if row == len(norms) - 1:
             ax.set_xlabel("% of the step")
         if col == 0:
