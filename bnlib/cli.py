@@ -4,9 +4,11 @@
 - ``python -m bnlib status``: one row per experiment: its chapter, whether its quick result
   is cached, whether a full result is committed and computed by the current code, and the
   estimated time of a full run on this device.
-- ``python -m bnlib run EXPERIMENT [--profile smoke|quick|full] [--device cuda] [--force]``:
-  run an experiment (with a progress bar) and store its result where the book reads it
-  (:mod:`bnlib.results`); prints the result's path, wall time and a summary.
+- ``python -m bnlib run EXPERIMENT [--profile smoke|quick|full] [--device cuda] [--force]
+  [--set KEY=VALUE ...]``: run an experiment (with a progress bar) and store its result
+  where the book reads it (:mod:`bnlib.results`); prints the result's path, wall time and
+  a summary. ``--set`` replaces one of the profile's arguments (the value is read as JSON
+  where it parses, else as a string): ``--set dataset=cifar10 --set 'depths=[56, 110]'``.
   ``run --all --profile full`` runs every experiment whose full result is missing or
   stale, saying first how long it expects that to take.
 - ``python -m bnlib bench [--quick] [--output BENCHMARKS.md]``: the engine's benchmark
@@ -44,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best)")
     run.add_argument("--force", action="store_true", help="recompute even if cached")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace one of the profile's arguments; VALUE is JSON where it parses, else a "
+        "string (e.g. --set dataset=cifar10 --set 'seeds=[0, 1]'); repeatable",
+    )
     bench = sub.add_parser("bench", help="benchmark the engine against the naive way")
     bench.add_argument(
         "--quick", action="store_true", help="fewer steps and models (a smoke run, minutes less)"
@@ -74,6 +84,31 @@ def _message(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _overrides(name: str, settings: list[str]) -> dict:
+    """``--set KEY=VALUE`` arguments as keyword arguments of experiment ``name``."""
+    import inspect
+    import json
+
+    from bnlib import experiments
+
+    takes = [
+        p for p in inspect.signature(experiments.get(name).function).parameters if p != "device"
+    ]
+    overrides = {}
+    for setting in settings:
+        key, equals, text = setting.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {setting!r} (e.g. --set dataset=cifar10)")
+        if key not in takes:
+            raise ValueError(f"{name} has no argument {key!r}; it takes {', '.join(takes)}")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
 def _run(args: argparse.Namespace) -> int:
     from bnlib import experiments
     from bnlib.device import pick_device
@@ -84,10 +119,12 @@ def _run(args: argparse.Namespace) -> int:
     profile = experiments.profile_name(args.profile)
     device = str(pick_device(args.device))
     if args.all:
+        if args.set:
+            raise ValueError("--set applies to one experiment, not to --all")
         run_all(profile, device, force=args.force)
         return 0
-    experiments.get(args.experiment)  # validate before any work
-    result = experiments.run(args.experiment, profile, device=device, force=args.force)
+    overrides = _overrides(args.experiment, args.set)  # validates the name before any work
+    result = experiments.run(args.experiment, profile, device=device, force=args.force, **overrides)
     print(result.provenance_line)
     print(f"{len(result.frame)} rows -> {result.path}")
     return 0

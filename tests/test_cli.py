@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,12 +32,24 @@ def test_run_stores_the_result(capsys, results):
     assert list((results / "quick" / "gradient_check").glob("*.parquet"))
 
 
+def test_run_with_set_replaces_profile_arguments(capsys, results):
+    argv = ["run", "relative_loss", "--profile", "smoke", "--device", "cpu"]
+    assert main([*argv, "--set", "depths=[8]", "--set", "dataset=mnist"]) == 0
+    (meta,) = (results / "smoke" / "relative_loss").glob("*.json")
+    config = json.loads(meta.read_text())["config"]
+    assert config["depths"] == [8] and config["dataset"] == "mnist"
+    assert config["inits"] == ["he", "lecun"]  # the rest is the profile's
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["run", "nope"], "unknown experiment 'nope'"),
         (["run", "lr_sweep", "--profile", "huge"], "unknown profile 'huge'"),
         (["run", "lr_sweep", "--device", "tpu"], "unknown device 'tpu'"),
+        (["run", "lr_sweep", "--set", "lr_count"], "--set takes KEY=VALUE"),
+        (["run", "lr_sweep", "--set", "speed=3"], "lr_sweep has no argument 'speed'"),
+        (["run", "--all", "--set", "seeds=[0]"], "--set applies to one experiment"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_exit_code_2(argv, message, capsys):

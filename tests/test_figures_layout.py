@@ -102,6 +102,20 @@ def test_gradient_noise_figures_legends_are_below_the_panels():
     _assert_legends_below_the_data(lr_figures.lr_batch_sweep(sweep))
 
 
+def test_frozen_statistics_figure_draws_three_lines_with_the_legend_below():
+    from bnlib.experiments import gradient_noise as gn
+    from bnlib.experiments.noise_controls import frozen_statistics_noise
+    from bnlib.figures import learning_rate as lr_figures
+
+    config = {"batch_sizes": (4, 16), "draws": 3, "checkpoints": (0, 2)}
+    noise = gn.gradient_noise(**config, device="cpu")
+    frozen = frozen_statistics_noise(**config, population=64, device="cpu")
+    fig = lr_figures.frozen_statistics_noise(noise, frozen)
+    _assert_legends_below_the_data(fig)
+    assert [len(ax.get_lines()) for ax in fig.axes] == [3, 3]
+    assert fig.axes[0].get_lines()[2].get_linestyle() == "--"
+
+
 def test_training_curves_pick_the_nearest_learning_rates(small_sweep):
     from bnlib.figures import learning_rate as lr_figures
 

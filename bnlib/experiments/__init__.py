@@ -154,5 +154,6 @@ def _load_all() -> None:
         landscape,
         large_steps,
         learning_rate,
+        noise_controls,
         output_gradients,
     )

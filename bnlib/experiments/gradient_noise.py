@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from bnlib import data as datasets
+from bnlib import datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import _whole_number, train
 from bnlib.experiments import register
@@ -97,30 +97,63 @@ def gradient_noise(
     rows: list[dict] = []
     for seed in seeds:
         for norm in norms:
-            seed_everything(seed)
-            model = build_model(
-                "mlp", **{**_DEEP_MLP, **(config or {})}, norm=norm, init=init, gain=gain
-            ).to(dev)
             draws_from = torch.Generator().manual_seed(10_000 + seed)
             measure = functools.partial(
                 _noise, data=data, batch_sizes=batch_sizes, draws=draws, generator=draws_from
             )
-            log = train(
-                model,
+            log = _trained_with(
+                measure,
                 data,
-                steps=max(checkpoints),
-                batch_size=train_batch_size,
+                norm=norm,
+                seed=seed,
+                checkpoints=checkpoints,
                 lr=lr,
                 momentum=momentum,
-                seed=seed,
-                log_at=list(checkpoints),
-                log=measure,
+                train_batch_size=train_batch_size,
+                config=config,
+                init=init,
+                gain=gain,
                 desc=f"gradient noise, norm={norm}",
             )
-            log = log.drop(columns=["loss", "diverged"]).assign(seed=seed, norm=norm)
-            rows += log.to_dict("records")
+            rows += log.assign(seed=seed, norm=norm).to_dict("records")
     columns = ["seed", "norm", "step", "batch_size", "variance", "mean_gradient_sq"]
     return pd.DataFrame(rows)[[*columns, "scaled_variance"]]
+
+
+def _trained_with(
+    measure,
+    data,
+    *,
+    norm: str,
+    seed: int,
+    checkpoints: Sequence[int],
+    lr: float,
+    momentum: float,
+    train_batch_size: int,
+    config: dict | None,
+    init: str,
+    gain: float,
+    desc: str,
+) -> pd.DataFrame:
+    """Train :func:`gradient_noise`'s network (``norm``, ``seed``) on ``data`` to the last
+    checkpoint; the rows ``measure(step, model, loss)`` returns at each checkpoint, with
+    a ``step`` column."""
+    seed_everything(seed)
+    shape = {**_DEEP_MLP, **datasets.input_config("mlp", data.x), **(config or {})}
+    model = build_model("mlp", **shape, norm=norm, init=init, gain=gain).to(data.x.device)
+    log = train(
+        model,
+        data,
+        steps=max(checkpoints),
+        batch_size=train_batch_size,
+        lr=lr,
+        momentum=momentum,
+        seed=seed,
+        log_at=list(checkpoints),
+        log=measure,
+        desc=desc,
+    )
+    return log.drop(columns=["loss", "diverged"])
 
 
 def _noise(
@@ -220,6 +253,12 @@ def lr_batch_sweep(
     """
     if not epochs > 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
+    if isinstance(dataset, str) and dataset.lower() in datasets.CIFAR_NAMES:
+        raise ValueError(
+            "lr_batch_sweep trains through lr_sweep, which takes only MNIST and "
+            "Fashion-MNIST so far; use dataset='fashion-mnist' (gradient_noise and the "
+            "single-step experiments of bnlib.experiments.large_steps take CIFAR-10)"
+        )
     dev = pick_device(device)
     size = len(datasets.load(dataset, "train", dev).y)
     frames = []

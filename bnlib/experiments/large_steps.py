@@ -12,6 +12,10 @@ Initialization decides whether the effect appears: ``init="he"`` with ``gain=sqr
 is He et al.'s (2015) :math:`\\mathcal N(0, 2/\\text{fan-in})` for ReLU networks, which the
 ResNet paper used; ``init="default"`` is PyTorch's layer default (uniform, variance
 :math:`1/(3\\,\\text{fan-in})`), under which the activations shrink with depth instead.
+
+Every experiment here takes ``dataset``, any name :func:`bnlib.datasets.load` takes:
+Fashion-MNIST by default (the book's), CIFAR-10 (``"cifar10"``) where a reader has it;
+the ResNets take as many input channels as the images have.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bnlib import data as datasets
+from bnlib import datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import batch_indices
 from bnlib.experiments import register

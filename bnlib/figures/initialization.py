@@ -71,10 +71,17 @@ RMS_RANGE = (0.01, 10.0)
 
 
 def _band(ax, x, values: pd.DataFrame, color, style="-", label=None) -> None:
-    """Mean over seeds (columns) as a line, min-max as a shaded band."""
+    """Mean over seeds (columns) as a line, min-max as a band: shaded under a solid line,
+    hatched under any other, so that two bands of one colour can be told apart."""
     ax.plot(x, values.mean(axis=1), style, color=color, lw=2, label=label)
     if values.shape[1] > 1:
-        ax.fill_between(x, values.min(axis=1), values.max(axis=1), color=color, alpha=0.2, lw=0)
+        low, high = values.min(axis=1), values.max(axis=1)
+        if style == "-":
+            ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+        else:
+            ax.fill_between(
+                x, low, high, facecolor="none", edgecolor=color, alpha=0.5, hatch="///", lw=0
+            )
 
 
 def mlp_output_gradients(df: pd.DataFrame, seed: int = 0) -> Figure:
@@ -403,7 +410,8 @@ def gradient_explosion(df: pd.DataFrame, seed: int = 0) -> Figure:
 
 def depth_trainability(df: pd.DataFrame) -> Figure:
     """Test accuracy after a short training against depth, per learning rate, without
-    and with BN (mean over seeds; a diverged model counts as its final accuracy).
+    and with BN: lines and bands over the seeds that did not diverge (a line stops
+    where every seed diverged), crosses where every seed diverged.
 
     Args:
         df: :func:`bnlib.experiments.initialization.depth_trainability` output.
@@ -412,9 +420,13 @@ def depth_trainability(df: pd.DataFrame) -> Figure:
     styles = ["-", "--", ":", "-."]
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for (norm, lr), part in df.groupby(["norm", "lr"]):
-        wide = part.pivot_table(index="depth", columns="seed", values="test_accuracy")
+        trained = part[~part["diverged"]]
+        wide = trained.pivot_table(index="depth", columns="seed", values="test_accuracy")
+        wide = wide.reindex(sorted(part["depth"].unique()))
         style = styles[lrs.index(lr) % len(styles)]
         _band(ax, wide.index, wide, PALETTE[NORM_LABELS[norm]], style)
+        # markers too: a depth between two diverged ones has no line to sit on
+        ax.plot(wide.index, wide.mean(axis=1), "o", color=PALETTE[NORM_LABELS[norm]], ms=4)
         gone = part.groupby("depth")["diverged"].all()
         gone = gone[gone].index
         if len(gone):  # one row of crosses per learning rate, the smallest lowest

@@ -20,6 +20,7 @@ __all__ = [
     "accuracy_vs_lr",
     "batch_size_colors",
     "curve_spread",
+    "frozen_statistics_noise",
     "gradient_noise",
     "lr_batch_sweep",
     "nearest_lr",
@@ -152,6 +153,31 @@ def batch_size_colors(sizes: Sequence[int]) -> dict[int, tuple]:
     return {b: cmap(0.15 + 0.75 * i / max(1, len(sizes) - 1)) for i, b in enumerate(sizes)}
 
 
+def _scaled_variance_panels(df: pd.DataFrame, lines: dict[str, tuple[str, str]]) -> Figure:
+    """Panels of ``scaled_variance`` against ``batch_size``, one per ``step``; one line per
+    value of the column ``line`` (mean over seeds), drawn as ``lines[value]`` =
+    ``(color, line style)`` in that order, and a legend below."""
+    steps = sorted(df["step"].unique())
+    fig, axes = plt.subplots(1, len(steps), figsize=(min(5 * len(steps), 11), 4.4), sharey=True)
+    axes = np.atleast_1d(axes)
+    sizes = sorted(df["batch_size"].unique())
+    for ax, step in zip(axes, steps):
+        part = df[df["step"] == step].groupby(["line", "batch_size"])["scaled_variance"].mean()
+        for label, (color, style) in lines.items():
+            if label in part.index.get_level_values("line"):
+                line = part.xs(label, level="line")
+                ax.plot(line.index, line.to_numpy(), "o", ls=style, color=color, lw=2)
+        title = "at initialization" if step == 0 else f"after {step} training steps"
+        ax.set(xscale="log", yscale="log", xlabel="batch size $|B|$", title=title)
+        ax.set_xticks(sizes[:: max(1, len(sizes) // 4)], minor=False)
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.minorticks_off()
+    axes[0].set_ylabel(r"$|B| \cdot$ variance of the gradient")
+    handles = [Line2D([], [], color=c, ls=ls, lw=2, marker="o") for c, ls in lines.values()]
+    legend_below(fig, handles, list(lines), ncol=min(3, len(lines)))
+    return fig
+
+
 def gradient_noise(df: pd.DataFrame) -> Figure:
     r"""Batch size times the variance of the mini-batch gradient, against the batch size:
     one panel per training step measured, one line per normalization (mean over seeds).
@@ -160,24 +186,33 @@ def gradient_noise(df: pd.DataFrame) -> Figure:
     Args:
         df: :func:`bnlib.experiments.gradient_noise.gradient_noise` output.
     """
-    steps = sorted(df["step"].unique())
-    fig, axes = plt.subplots(1, len(steps), figsize=(min(5 * len(steps), 11), 4.4), sharey=True)
-    axes = np.atleast_1d(axes)
-    for ax, step in zip(axes, steps):
-        part = df[df["step"] == step].groupby(["norm", "batch_size"])["scaled_variance"].mean()
-        for norm, line in part.groupby(level="norm"):
-            sizes = line.index.get_level_values("batch_size")
-            ax.plot(sizes, line.to_numpy(), "o-", color=PALETTE[NORM_LABELS[norm]], lw=2)
-        title = "at initialization" if step == 0 else f"after {step} training steps"
-        ax.set(xscale="log", yscale="log", xlabel="batch size $|B|$", title=title)
-        sizes = sorted(df["batch_size"].unique())
-        ax.set_xticks(sizes[:: max(1, len(sizes) // 4)], minor=False)
-        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.minorticks_off()
-    axes[0].set_ylabel(r"$|B| \cdot$ variance of the gradient")
-    handles = [Line2D([], [], color=PALETTE[n], lw=2, marker="o") for n in ("no BN", "BN")]
-    legend_below(fig, handles, ["no BN", "BN"])
-    return fig
+    lines = {label: (PALETTE[label], "-") for label in ("no BN", "BN")}
+    return _scaled_variance_panels(df.assign(line=df["norm"].map(NORM_LABELS)), lines)
+
+
+def frozen_statistics_noise(noise: pd.DataFrame, frozen: pd.DataFrame) -> Figure:
+    r"""As :func:`gradient_noise`, with a third line: the BN network with its statistics
+    frozen, on the same mini-batches as its line with batch statistics.
+
+    Args:
+        noise: :func:`bnlib.experiments.gradient_noise.gradient_noise` output (its
+            unnormalized network is drawn).
+        frozen: :func:`bnlib.experiments.noise_controls.frozen_statistics_noise` output
+            (both of its lines are drawn).
+    """
+    lines = {
+        "no BN": (PALETTE["no BN"], "-"),
+        "BN, batch statistics": (PALETTE["BN"], "-"),
+        "BN, frozen statistics": (PALETTE["BN"], "--"),
+    }
+    rows = pd.concat(
+        [
+            noise[noise["norm"] == "none"].assign(line="no BN"),
+            frozen.assign(line="BN, " + frozen["statistics"] + " statistics"),
+        ],
+        ignore_index=True,
+    )
+    return _scaled_variance_panels(rows, lines)
 
 
 def lr_batch_sweep(df: pd.DataFrame, metric: str = "test_accuracy") -> Figure:
@@ -188,7 +223,8 @@ def lr_batch_sweep(df: pd.DataFrame, metric: str = "test_accuracy") -> Figure:
     would coincide.
 
     Args:
-        df: :func:`bnlib.experiments.gradient_noise.lr_batch_sweep` output.
+        df: :func:`bnlib.experiments.gradient_noise.lr_batch_sweep` or
+            :func:`bnlib.experiments.noise_controls.fixed_steps_batch_sweep` output.
         metric: ``"test_accuracy"`` or ``"train_accuracy"``.
     """
     colors = batch_size_colors(df["batch_size"])
@@ -265,7 +301,8 @@ def curve_spread(df: pd.DataFrame, norm: str, against: str, metric: str = "test_
     between its runs that did not diverge, mean over seeds). 0: the curves coincide.
 
     Args:
-        df: :func:`bnlib.experiments.gradient_noise.lr_batch_sweep` output.
+        df: :func:`bnlib.experiments.gradient_noise.lr_batch_sweep` or
+            :func:`bnlib.experiments.noise_controls.fixed_steps_batch_sweep` output.
         norm: the normalization whose curves are compared.
     """
     curves = {}
