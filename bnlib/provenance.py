@@ -13,6 +13,7 @@ import hashlib
 import os
 import platform
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 __version__ = "0.1.0"
@@ -117,10 +118,8 @@ def _is_registration(decorator: ast.expr) -> bool:
     )
 
 
-def _normalized_source(path: Path) -> str:
-    """The module's code without comments, docstrings, formatting or ``@register(...)``
-    decorators (``ast.unparse``)."""
-    tree = ast.parse(path.read_text())
+def _strip(tree: ast.AST) -> ast.AST:
+    """``tree`` without docstrings or ``@register(...)`` decorators (edited in place)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef):
             node.decorator_list = [d for d in node.decorator_list if not _is_registration(d)]
@@ -133,7 +132,13 @@ def _normalized_source(path: Path) -> str:
             and isinstance(body[0].value.value, str)
         ):
             node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
+    return tree
+
+
+def _normalized_source(path: Path) -> str:
+    """The module's code without comments, docstrings, formatting or ``@register(...)``
+    decorators (``ast.unparse``)."""
+    return ast.unparse(_strip(ast.parse(path.read_text())))
 
 
 def computation_modules(module: str, package_dir: str | os.PathLike | None = None) -> list[str]:
@@ -169,24 +174,194 @@ def computation_modules(module: str, package_dir: str | os.PathLike | None = Non
 
 
 def computation_hash(
-    module: str, package_dir: str | os.PathLike | None = None, length: int = 16
+    module: str,
+    package_dir: str | os.PathLike | None = None,
+    length: int = 16,
+    function: str | None = None,
 ) -> str:
-    """Hash of the code that computes ``module``'s results (see :func:`computation_modules`).
+    """Hash of the code that computes ``module``'s results, or one function's.
 
-    Comments, docstrings and formatting do not count (each module is hashed as
-    ``ast.unparse`` of its syntax tree without docstrings), so editing them keeps every
-    stored result; editing a function of the engine, the models, the data loading... that
-    an experiment uses changes the hash.
+    Without ``function``: every module of :func:`computation_modules`, whole. With
+    ``function`` (an experiment's name in ``module``): only the definitions it reaches
+    (:func:`reached_definitions`), so that editing a helper one experiment uses keeps
+    the results of the experiments that do not use it.
+
+    Comments, docstrings and formatting do not count (code is hashed as ``ast.unparse``
+    of its syntax tree without docstrings), so editing them keeps every stored result;
+    editing a function of the engine, the models, the data loading... that an
+    experiment uses changes the hash.
 
     Returns:
         A hexadecimal SHA-256 prefix of ``length`` characters.
     """
     root = Path(package_dir) if package_dir is not None else PACKAGE_DIR
     digest = hashlib.sha256()
-    for name in computation_modules(module, root):
-        digest.update(name.encode() + b"\0")
-        digest.update(_normalized_source(_module_path(name, root)).encode() + b"\0")
+    if function is None:
+        for name in computation_modules(module, root):
+            digest.update(name.encode() + b"\0")
+            digest.update(_normalized_source(_module_path(name, root)).encode() + b"\0")
+    else:
+        for label, code in reached_definitions(module, function, root).items():
+            digest.update(label.encode() + b"\0" + code.encode() + b"\0")
     return digest.hexdigest()[:length]
+
+
+@dataclass
+class _ModuleIndex:
+    """A module's top level: what each name is defined by, and what it imports."""
+
+    definitions: dict[str, list[ast.stmt]]
+    imports: dict[str, str]  # local name -> dotted target (a module, or module.name)
+    rest: list[ast.stmt]  # statements that define no name (if/try blocks, calls...)
+
+
+def _import_targets(node: ast.Import | ast.ImportFrom, module: str, root: Path) -> dict:
+    """Local name -> dotted target of one import statement."""
+    if isinstance(node, ast.Import):
+        return {
+            (alias.asname or alias.name.split(".")[0]): (
+                alias.name if alias.asname else alias.name.split(".")[0]
+            )
+            for alias in node.names
+        }
+    base = node.module or ""
+    if node.level:  # relative import
+        is_package = (_module_path(module, root) or Path()).name == "__init__.py"
+        package = module if is_package else module.rpartition(".")[0]
+        anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join([*anchor, base] if base else anchor)
+    return {(alias.asname or alias.name): f"{base}.{alias.name}" for alias in node.names}
+
+
+def _index(module: str, root: Path) -> _ModuleIndex:
+    tree = _strip(ast.parse(_module_path(module, root).read_text()))
+    index = _ModuleIndex({}, {}, [])
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            index.imports.update(_import_targets(node, module, root))
+            continue
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names = [node.name]
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            # ``X = ...``, ``X: T = ...``, and writes into a global (``X[k] = ...``)
+            names = [
+                n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)
+            ]
+        else:
+            names = []
+        for name in names:
+            index.definitions.setdefault(name, []).append(node)
+        if not names:
+            index.rest.append(node)
+    return index
+
+
+def _references(node: ast.AST) -> list[tuple[str, ...]]:
+    """The names ``node`` uses, each with the attributes read from it: ``a.b.c`` gives
+    ``("a", "b", "c")``, a bare ``a`` gives ``("a",)``."""
+    chains = []
+    inner = set()
+    for child in ast.walk(node):
+        if isinstance(child, ast.Attribute) and id(child) not in inner:
+            attrs = []
+            base: ast.AST = child
+            while isinstance(base, ast.Attribute):
+                inner.add(id(base))
+                attrs.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name):
+                inner.add(id(base))
+                chains.append((base.id, *reversed(attrs)))
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name) and id(child) not in inner:
+            chains.append((child.id,))
+    return chains
+
+
+def reached_definitions(
+    module: str, function: str, package_dir: str | os.PathLike | None = None
+) -> dict[str, str]:
+    """The code ``function`` of ``module`` can run: every bnlib definition it reaches.
+
+    Starting from ``function``, each name a definition uses is followed: to a top-level
+    function, class or assignment of the same module, or through an import to one of
+    another bnlib module (``probes.test_accuracy`` and ``from bnlib.data import Split``
+    alike). A module used bare (passed around rather than read an attribute of) counts
+    whole. Every module reached also contributes its top-level statements that define
+    no name (``if``/``try`` blocks, calls). Modules in :data:`NOT_COMPUTATION` are not
+    followed, and neither are names from outside bnlib.
+
+    Returns:
+        ``{"module:name": code}`` (and ``"module:"`` for each module's other statements),
+        sorted; ``code`` is ``ast.unparse`` without docstrings or ``@register``.
+
+    Raises:
+        ValueError: ``module`` is not a bnlib module or does not define ``function``.
+    """
+    root = Path(package_dir) if package_dir is not None else PACKAGE_DIR
+    if _module_path(module, root) is None:
+        raise ValueError(f"no bnlib module {module!r} under {root}")
+    indexes: dict[str, _ModuleIndex] = {}
+
+    def index(name: str) -> _ModuleIndex:
+        if name not in indexes:
+            indexes[name] = _index(name, root)
+        return indexes[name]
+
+    if function not in index(module).definitions:
+        raise ValueError(f"{module} defines no {function!r}")
+    found: dict[str, str] = {}
+    todo = [(module, function)]
+
+    def follow(target: str, attrs: tuple[str, ...]) -> None:
+        """Queue what the dotted ``target`` (read further by ``attrs``) names."""
+        parts = [*target.split("."), *attrs]
+        if parts[0] != "bnlib":
+            return
+        for cut in range(len(parts), 0, -1):  # the longest prefix that is a module
+            name = ".".join(parts[:cut])
+            if _module_path(name, root) is not None:
+                break
+        if _is_presentation(name):
+            return
+        if cut < len(parts):
+            todo.append((name, parts[cut]))
+        else:  # the module itself, used bare
+            todo.extend((name, definition) for definition in index(name).definitions)
+            todo.append((name, ""))
+
+    while todo:
+        where, name = todo.pop()
+        label = f"{where}:{name}"
+        if label in found:
+            continue
+        mod = index(where)
+        if not name:
+            found[label] = ast.unparse(ast.Module(body=mod.rest, type_ignores=[]))
+            continue
+        if name not in mod.definitions:
+            found[label] = ""
+            if name in mod.imports:  # a name this module re-exports
+                follow(mod.imports[name], ())
+            continue
+        nodes = mod.definitions[name]
+        found[label] = "\n".join(ast.unparse(node) for node in nodes)
+        todo.append((where, ""))
+        local_imports = {}
+        for node in nodes:
+            for child in ast.walk(node):
+                if isinstance(child, ast.Import | ast.ImportFrom):
+                    local_imports.update(_import_targets(child, where, root))
+        for node in nodes:
+            for first, *attrs in _references(node):
+                if first in local_imports:
+                    follow(local_imports[first], tuple(attrs))
+                elif first in mod.definitions:
+                    todo.append((where, first))
+                elif first in mod.imports:
+                    follow(mod.imports[first], tuple(attrs))
+    return dict(sorted(found.items()))
 
 
 def git_revision(cwd: str | os.PathLike | None = None) -> str:

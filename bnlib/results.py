@@ -5,9 +5,9 @@ A result is stored as two files in ``<results>/<profile>/<experiment>/``:
 and provenance: bnlib version and source hash, git revision, device, torch version,
 date, wall time, command, and the code hash). The key hashes the experiment's name, its
 config and the code that computes it (:func:`bnlib.provenance.computation_hash`: the
-experiment's module and the bnlib modules it uses, without comments or docstrings), so a
-changed config or a changed computation computes anew, while an edit to figures, widgets
-or the CLI keeps every stored result.
+bnlib functions, classes and constants the experiment's function reaches, without comments
+or docstrings), so a changed config or a changed computation computes anew, while an edit
+to figures, widgets, the CLI, or code the experiment does not use keeps its stored result.
 
 Writes are atomic (a temporary file, then a rename; the JSON last), so an interrupted run
 leaves no half-written result and the next run starts that result cleanly. A result whose
@@ -101,7 +101,7 @@ def cache_key(experiment: str, config: dict, code: str | None = None) -> str:
     """16 hex digits identifying (experiment, config, code).
 
     ``code`` is the hash of the code that computes the result
-    (:func:`bnlib.provenance.computation_hash` of the experiment's module); without it,
+    (:func:`bnlib.experiments.code_hash` of the experiment); without it,
     the hash of all of bnlib's source.
     """
     text = f"{experiment}\n{_canonical(config)}\n{code or source_hash()}"

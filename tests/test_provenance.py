@@ -15,6 +15,7 @@ from bnlib.provenance import (
     computation_modules,
     git_revision,
     provenance,
+    reached_definitions,
 )
 from bnlib.results import cache_key
 
@@ -113,3 +114,75 @@ def test_an_edit_to_a_registered_profile_keeps_the_code_hash(package):
         'smoke={"mlp_steps": 11',
     )
     assert computation_hash(MODULE, package) == before  # the config is part of the key itself
+
+
+LR = "bnlib.experiments.learning_rate"
+INIT = "bnlib.experiments.initialization"
+
+
+def _experiment_hashes(package: Path) -> dict[str, str]:
+    return {
+        name: computation_hash(module, package, function=name)
+        for module, name in [
+            (LR, "lr_sweep"),
+            ("bnlib.experiments.gradient_noise", "gradient_noise"),
+            ("bnlib.experiments.gradient_noise", "lr_batch_sweep"),
+            (INIT, "skipinit_sweep"),
+            (INIT, "gaussian_products"),
+        ]
+    }
+
+
+def test_an_edit_to_a_helper_changes_only_the_experiments_that_reach_it(package):
+    before = _experiment_hashes(package)
+    # lr_sweep's learning-rate drop; gradient_noise and skipinit_sweep import other
+    # names from the same module, and lr_batch_sweep calls lr_sweep
+    _edit(
+        package / "experiments" / "learning_rate.py",
+        "optimizer.lr.mul_(factor)",
+        "optimizer.lr.mul_(factor * 1)",
+    )
+    after = _experiment_hashes(package)
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"lr_sweep", "lr_batch_sweep"}
+
+
+def test_an_edit_two_modules_away_reaches_the_experiment(package):
+    before = _experiment_hashes(package)
+    _edit(package / "optim.py", "add_(", "sub_(")  # the update rule, through the engine
+    after = _experiment_hashes(package)
+    assert after["lr_sweep"] != before["lr_sweep"]
+    assert after["gaussian_products"] == before["gaussian_products"]  # trains nothing
+
+
+def test_a_module_used_bare_counts_whole(package):
+    (package / "helper_module.py").write_text(
+        "def used():\n    return 1\n\n\ndef other():\n    return 2\n"
+    )
+    (package / "experiments" / "probe_module.py").write_text(
+        "from bnlib import helper_module\n\n\n"
+        "def by_attribute():\n    return helper_module.used()\n\n\n"
+        "def bare():\n    return helper_module\n"
+    )
+    module = "bnlib.experiments.probe_module"
+    attribute = computation_hash(module, package, function="by_attribute")
+    bare = computation_hash(module, package, function="bare")
+    _edit(package / "helper_module.py", "return 2", "return 3")
+    assert computation_hash(module, package, function="by_attribute") == attribute
+    assert computation_hash(module, package, function="bare") != bare
+
+
+def test_reached_definitions_follow_imports_and_skip_presentation():
+    reached = reached_definitions(LR, "lr_sweep")
+    assert "bnlib.engine:StackedRun" in reached and "bnlib.probes:test_accuracy" in reached
+    assert f"{LR}:_scale_learning_rates" in reached
+    assert f"{LR}:final_rows" not in reached  # defined beside it, not used by it
+    assert not any(label.startswith(("bnlib.figures", "bnlib.progress")) for label in reached)
+    assert all("@register" not in code for code in reached.values())
+
+
+def test_reached_definitions_name_a_missing_function():
+    with pytest.raises(ValueError, match="defines no 'no_such_experiment'"):
+        reached_definitions(LR, "no_such_experiment")
+    with pytest.raises(ValueError, match="no bnlib module"):
+        reached_definitions("bnlib.no_such_module", "f")

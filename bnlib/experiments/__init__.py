@@ -138,9 +138,11 @@ def run(
 
 
 def code_hash(name: str) -> str:
-    """The hash of the code that computes experiment ``name``
-    (:func:`bnlib.provenance.computation_hash` of its module); part of its results' key."""
-    return computation_hash(get(name).function.__module__)
+    """The hash of the code that computes experiment ``name``: the bnlib definitions its
+    function reaches (:func:`bnlib.provenance.computation_hash`); part of its results'
+    key."""
+    function = get(name).function
+    return computation_hash(function.__module__, function=function.__name__)
 
 
 def _load_all() -> None:
