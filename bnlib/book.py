@@ -268,35 +268,40 @@ def show_full(name: str, draw: Callable[[pd.DataFrame], object] | None = None) -
     return drawn
 
 
-def check(function: Callable[[pd.DataFrame], Sequence[Claim]], name: str) -> Claims:
+def check(function: Callable[..., Sequence[Claim]], name: str | Sequence[str]) -> Claims:
     """Run a chapter's claims on experiment ``name``'s data, and on its full result too.
 
     Args:
-        function: takes the experiment's tidy frame and returns its claims
+        function: takes the experiment's tidy frame (one per name, in order, when
+            ``name`` lists several experiments) and returns its claims
             (:func:`bnlib.claims.claim` calls), in a fixed order.
-        name: the registered experiment.
+        name: the registered experiment, or several (a control and the run it controls).
 
     Returns:
-        The claims on the book's profile's data; where a full-profile result is committed,
-        each carries the full number and status as well (:func:`bnlib.claims.with_full`).
+        The claims on the book's profile's data; where a full-profile result is committed
+        (for every experiment named), each carries the full number and status as well
+        (:func:`bnlib.claims.with_full`).
         At the ``smoke`` profile claims are computed but not enforced, and an error while
         computing them (too few steps for a quantity to exist) is shown instead.
 
     Raises:
         ClaimFailed: a claim does not hold on the quick data, or on the full data.
     """
+    names = [name] if isinstance(name, str) else list(name)
     chosen = profile()
     if chosen == "smoke":
         try:
             with checking("smoke", enforce=False):
-                return Claims(function(result(name).frame))
+                return Claims(function(*(result(n).frame for n in names)))
         except Exception as error:  # a smoke run is too short for some quantities
             return Claims([Note(f"Claims not computed at the smoke profile: {error!r}", "")])
-    main = Claims(function(result(name).frame))
-    stored = full_result(name) if chosen != "full" else None
-    if stored is None:
+    main = Claims(function(*(result(n).frame for n in names)))
+    stored = [full_result(n) for n in names] if chosen != "full" else [None]
+    if any(one is None for one in stored):
         return main
     with checking("full", enforce=False):
-        full = function(stored.frame)
-    source = "committed result" + ("" if stored.current else ", computed by an older version")
+        full = function(*(one.frame for one in stored))
+    current = all(one.current for one in stored)
+    plural = "s" if len(stored) > 1 else ""
+    source = f"committed result{plural}" + ("" if current else ", computed by an older version")
     return with_full(main, full, source)

@@ -5,11 +5,11 @@
 :func:`input_config` gives the model arguments that fit the loaded images, so an
 experiment written for Fashion-MNIST runs unchanged on CIFAR-10 where a reader has it.
 
-The experiments of the chapter "Large learning rates" that probe single steps
-(:mod:`bnlib.experiments.large_steps`, :mod:`bnlib.experiments.gradient_noise`) load
+The experiments of the chapter "Large learning rates" (:mod:`bnlib.experiments.large_steps`,
+:mod:`bnlib.experiments.gradient_noise`, :mod:`bnlib.experiments.learning_rate`) load
 through here. The others still call :func:`bnlib.data.load` (the 28x28 datasets only):
-moving them changes their code hash, and with it every committed full result computed
-from them, so they move when those results are next recomputed.
+moving them changes their code hash, and with it their committed full results, so they
+move when those results are next recomputed.
 """
 
 from __future__ import annotations

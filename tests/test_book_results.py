@@ -160,3 +160,18 @@ def test_describe_config_names_the_scale():
     )
     assert book.describe_config({"seeds": [0], "momenta": [0.1]}) == "1 seed, 1 momentum"
     assert book.describe_config({"steps": 600, "blocks": 32}) == "600 steps, 32 residual blocks"
+
+
+def test_check_takes_several_experiments_and_their_full_results_together(results):
+    def shifts_against_stages(saturation, stages):
+        n = len(_shifts(saturation))
+        return [claim("Both frames arrive, in order", n >= 4 and "shift" not in stages, book=n)]
+
+    names = ["sigmoid_saturation", "transform_stages"]
+    only_quick = book.check(shifts_against_stages, names)
+    assert only_quick[0].status == "holds" and only_quick[0].full_status == ""
+    experiments.run("sigmoid_saturation", "full")  # one full result is not enough
+    assert book.check(shifts_against_stages, names)[0].full_status == ""
+    experiments.run("transform_stages", "full")
+    both = book.check(shifts_against_stages, names)
+    assert both[0].full_status == "holds" and both[0].full == "6"

@@ -144,10 +144,26 @@ def test_single_step_experiments_take_cifar10(cifar_env, name):
     assert len(frame) > 0
 
 
-def test_gradient_noise_takes_cifar10_and_the_sweep_says_it_does_not(cifar_env):
-    from bnlib.experiments.gradient_noise import gradient_noise, lr_batch_sweep
+def test_gradient_noise_takes_cifar10(cifar_env):
+    from bnlib.experiments.gradient_noise import gradient_noise
 
     frame = gradient_noise(batch_sizes=[8, 32], draws=2, checkpoints=[0, 2], dataset="cifar10")
     assert (frame["variance"] > 0).all()
-    with pytest.raises(ValueError, match="lr_batch_sweep.*fashion-mnist"):
-        lr_batch_sweep(dataset="CIFAR10")
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "resnet"])
+def test_the_learning_rate_sweep_takes_cifar10(cifar_env, architecture):
+    from bnlib.experiments.learning_rate import lr_sweep
+
+    config = {"hidden": [16]} if architecture == "mlp" else {"depth": 8, "width": 4}
+    frame = lr_sweep(
+        architecture=architecture,
+        config=config,
+        dataset="cifar10",
+        lr_count=2,
+        steps=2,
+        batch_size=16,
+        train_examples=64,
+        device="cpu",
+    )
+    assert len(frame) == 4 and frame["test_accuracy"].between(0, 1).all()

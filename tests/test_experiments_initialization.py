@@ -84,6 +84,36 @@ def test_jacobians_over_training_smoke_and_layers():
     assert not df["diverged"].any()
 
 
+def test_jacobians_over_training_gain_scales_the_unnormalized_network_only():
+    common = {"activations": ("sigmoid",), "checkpoints": (0,), "examples": 4, "device": "cpu"}
+
+    def rms(frame):
+        layer = frame[frame["jacobian"] == "layer 2"]
+        return float((layer["value"] ** 2).mean() ** 0.5)
+
+    plain = {g: init.jacobians_over_training(norms=("none",), gain=g, **common) for g in (1, 4)}
+    assert rms(plain[4]) > 2 * rms(plain[1])  # the sigmoid net's layers shrink less
+    default = init.jacobians_over_training(norms=("none",), **common)
+    assert default["value"].equals(plain[1]["value"])  # sigmoid's default gain is 1
+    bn = {g: init.jacobians_over_training(norms=("torch",), gain=g, **common) for g in (1, 4)}
+    assert rms(bn[4]) == pytest.approx(rms(bn[1]), rel=1e-3)  # BN(aWu) = BN(Wu)
+
+
+def test_the_jacobian_controls_are_the_same_experiment_with_other_settings():
+    from bnlib import experiments
+
+    main = experiments.get("jacobians_over_training")
+    for name, changed in [
+        ("jacobians_relu_small_lr", {"activations": ["relu"], "lr": 0.064}),
+        ("jacobians_sigmoid_gain", {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}),
+    ]:
+        control = experiments.get(name)
+        assert control.function is main.function
+        assert experiments.code_hash(name) == experiments.code_hash(main.name)
+        for profile in ("smoke", "quick", "full"):
+            assert control.profiles[profile] == {**main.profiles[profile], **changed}
+
+
 def test_skipinit_sweep_rows_and_diverged_runs_have_no_accuracy():
     df = init.skipinit_sweep(
         variants=("none", "skipinit"), lr_range=(0.01, 1e4), lr_count=2, steps=30, blocks=2

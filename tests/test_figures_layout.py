@@ -155,6 +155,23 @@ def test_initialization_figures_legends_are_below_the_panels():
         init_figures.skipinit_sweep(sweep),
     ):
         _assert_legends_below_the_data(fig)
+    controls = {
+        "ReLU at lr 0.064": init.jacobians_over_training(
+            activations=("relu",), lr=0.064, checkpoints=(0, 3), examples=2
+        ),
+        "sigmoid with gain 4": init.jacobians_over_training(
+            activations=("sigmoid",), norms=("none",), gain=4.0, checkpoints=(0, 3), examples=2
+        ),
+    }
+    fig = init_figures.jacobians_over_training(jacobians, controls=controls)
+    _assert_legends_below_the_data(fig)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[2:5] == ["the runs above", "ReLU at lr 0.064", "sigmoid with gain 4"]
+    assert [line.get_linestyle() for line in fig.axes[0].get_lines()[:1]] == ["-"]
+    deep = init.network_spectra(depths=(1, 40), width=16, examples=2, batch_size=32)
+    fig = init_figures.spectrum_statistics(products, deep)  # deeper than the products
+    assert all(ax.get_xscale() == "log" for ax in fig.axes)
+    assert init_figures.spectrum_statistics(products, networks).axes[0].get_xscale() == "linear"
     one = init_figures.fresh_network(init.fresh_network(depth=4, width=16, examples=2))
     assert "majority class" in one.get_suptitle()
 

@@ -253,12 +253,6 @@ def lr_batch_sweep(
     """
     if not epochs > 0:
         raise ValueError(f"epochs must be > 0, got {epochs}")
-    if isinstance(dataset, str) and dataset.lower() in datasets.CIFAR_NAMES:
-        raise ValueError(
-            "lr_batch_sweep trains through lr_sweep, which takes only MNIST and "
-            "Fashion-MNIST so far; use dataset='fashion-mnist' (gradient_noise and the "
-            "single-step experiments of bnlib.experiments.large_steps take CIFAR-10)"
-        )
     dev = pick_device(device)
     size = len(datasets.load(dataset, "train", dev).y)
     frames = []

@@ -239,8 +239,13 @@ def _jacobian_rows(jacobians: torch.Tensor, where: dict) -> list[dict]:
     "network_spectra",
     chapter="Random initialization",
     smoke={"depths": [1, 3], "width": 32, "examples": 4, "batch_size": 64},
-    quick={},
-    full={"depths": [1, 3, 5, 10, 20], "width": 400, "examples": 8, "seeds": [0, 1, 2]},
+    quick={"depths": [1, 3, 5, 10, 50]},
+    full={
+        "depths": [1, 3, 5, 10, 20, 50, 100],
+        "width": 400,
+        "examples": 8,
+        "seeds": [0, 1, 2],
+    },
 )
 def network_spectra(
     depths: Sequence[int] = (1, 3, 5, 10),
@@ -290,12 +295,35 @@ def network_spectra(
     return pd.DataFrame(rows)
 
 
+#: The full profile of the Jacobians over training, shared by its two controls.
+_JACOBIANS_FULL = {"checkpoints": [0, 10, 100, 1000, 10000], "examples": 16, "seeds": [0, 1, 2]}
+_JACOBIANS_SMOKE = {"checkpoints": [0, 5], "examples": 4}
+#: Control: the ReLU network at a learning rate ten times smaller, where it trains without BN.
+_RELU_SMALL_LR = {"activations": ["relu"], "lr": 0.064}
+#: Control: the sigmoid network without BN, its weights scaled by 4 = 1 / sigmoid'(0).
+_SIGMOID_GAIN = {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}
+
+
 @register(
     "jacobians_over_training",
     chapter="Random initialization",
-    smoke={"checkpoints": [0, 5], "examples": 4},
+    smoke=_JACOBIANS_SMOKE,
     quick={},
-    full={"checkpoints": [0, 10, 100, 1000, 10000], "examples": 16, "seeds": [0, 1, 2]},
+    full=_JACOBIANS_FULL,
+)
+@register(
+    "jacobians_relu_small_lr",
+    chapter="Random initialization",
+    smoke={**_JACOBIANS_SMOKE, **_RELU_SMALL_LR},
+    quick=_RELU_SMALL_LR,
+    full={**_JACOBIANS_FULL, **_RELU_SMALL_LR},
+)
+@register(
+    "jacobians_sigmoid_gain",
+    chapter="Random initialization",
+    smoke={**_JACOBIANS_SMOKE, **_SIGMOID_GAIN},
+    quick=_SIGMOID_GAIN,
+    full={**_JACOBIANS_FULL, **_SIGMOID_GAIN},
 )
 def jacobians_over_training(
     activations: Sequence[str] = ("sigmoid", "relu"),
@@ -307,12 +335,14 @@ def jacobians_over_training(
     examples: int = 32,
     seeds: Sequence[int] = (0,),
     dataset: str = "mnist",
+    gain: float | None = None,
     device: str | None = None,
 ) -> pd.DataFrame:
     r"""Singular values of an MLP's hidden-layer Jacobians over training.
 
     For each seed, activation and normalization, an MLP with ``hidden`` layers (He et
-    al.'s initialization scaled for the activation: gain sqrt(2) for ReLU, 1 otherwise)
+    al.'s initialization scaled by ``gain``; by default the activation's: sqrt(2) for ReLU,
+    1 otherwise)
     trains with plain SGD at ``lr`` on mini-batches of ``batch_size`` (the NTU project's
     gradient descent at 0.01 on a *summed* loss over 64 examples is a mean loss at 0.64).
     After each step in ``checkpoints`` (0 = at initialization), on a fixed batch of 256
@@ -336,7 +366,8 @@ def jacobians_over_training(
     rows: list[dict] = []
     for seed, act, norm in itertools.product(seeds, activations, norms):
         seed_everything(seed)
-        model = MLP(hidden=tuple(hidden), activation=act, norm=norm, init="he", gain=_gain(act))
+        scale = _gain(act) if gain is None else gain
+        model = MLP(hidden=tuple(hidden), activation=act, norm=norm, init="he", gain=scale)
         model = model.to(dev)
         where = {"seed": seed, "activation": act, "norm": norm}
 

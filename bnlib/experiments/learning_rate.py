@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bnlib import data as datasets
-from bnlib import probes
+from bnlib import datasets, probes
 from bnlib.data import Split
 from bnlib.device import pick_device
 from bnlib.engine import Member, StackedRun, _whole_number
@@ -92,6 +91,10 @@ def lr_sweep(
 ) -> pd.DataFrame:
     """Test and training accuracy against the learning rate, with and without BN.
 
+    ``dataset`` is any name :func:`bnlib.datasets.load` takes (CIFAR-10 where a reader has
+    it); the network's input size follows the images (:func:`bnlib.datasets.input_config`,
+    which ``config`` can override).
+
     For each normalization, one stacked run trains ``lr_count x len(seeds)`` models
     (initialized by ``init`` with ``gain``, :func:`bnlib.models.initialize`; ``None``
     keeps the architecture's default; SGD with ``momentum`` and ``weight_decay``), each
@@ -147,7 +150,7 @@ def lr_sweep(
     for norm in norms:
         run = StackedRun(
             architecture,
-            {**(config or {}), "norm": norm},
+            {**datasets.input_config(architecture, train.x), **(config or {}), "norm": norm},
             members,
             train,
             batch_size=batch_size,

@@ -15,8 +15,8 @@ here is the control that answers one:
   number of steps: at a given :math:`\alpha` the noise-free path is then the same, and
   only the noise (and the number of examples seen) differs with :math:`|B|`.
 
-They live in their own module so that adding them leaves the code hash of the
-experiments they build on, and so those experiments' committed results, unchanged.
+They live in their own module: one module per question, the controls beside the
+experiments of :mod:`bnlib.experiments.gradient_noise` they build on.
 """
 
 from __future__ import annotations
@@ -202,17 +202,8 @@ def fixed_steps_batch_sweep(
         train_accuracy, loss, diverged, diverged_at``, ``lr_per_example``
         (:math:`\alpha / |B|`) and ``epochs`` (``steps * batch_size`` over the training
         set's size).
-
-    Raises:
-        ValueError: ``dataset`` is CIFAR-10 (the learning-rate sweeps take MNIST and
-            Fashion-MNIST only so far).
     """
     _whole_number(steps, "steps", 1)
-    if isinstance(dataset, str) and dataset.lower() in datasets.CIFAR_NAMES:
-        raise ValueError(
-            "fixed_steps_batch_sweep trains through lr_sweep, which takes only MNIST and "
-            "Fashion-MNIST so far; use dataset='fashion-mnist'"
-        )
     size = len(datasets.load(dataset, "train", "cpu").y)
     frames = []
     for b in batch_sizes:

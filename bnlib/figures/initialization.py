@@ -70,9 +70,10 @@ NEAR_ONE = (0.5, 2.0)
 RMS_RANGE = (0.01, 10.0)
 
 
-def _band(ax, x, values: pd.DataFrame, color, style="-", label=None) -> None:
+def _band(ax, x, values: pd.DataFrame, color, style="-", label=None, hatch="///") -> None:
     """Mean over seeds (columns) as a line, min-max as a band: shaded under a solid line,
-    hatched under any other, so that two bands of one colour can be told apart."""
+    hatched (with ``hatch``) under any other, so that two bands of one colour can be told
+    apart."""
     ax.plot(x, values.mean(axis=1), style, color=color, lw=2, label=label)
     if values.shape[1] > 1:
         low, high = values.min(axis=1), values.max(axis=1)
@@ -80,7 +81,7 @@ def _band(ax, x, values: pd.DataFrame, color, style="-", label=None) -> None:
             ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
         else:
             ax.fill_between(
-                x, low, high, facecolor="none", edgecolor=color, alpha=0.5, hatch="///", lw=0
+                x, low, high, facecolor="none", edgecolor=color, alpha=0.5, hatch=hatch, lw=0
             )
 
 
@@ -257,6 +258,14 @@ def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = 
                         Line2D([], [], color=PALETTE[norm], marker=mk, ls="none", mfc="none")
                     )
                     labels.append(f"{act} net, {norm}")
+        deepest = int(networks["depth"].max())
+        if deepest > 2 * depths.max():  # deep networks: a log axis keeps the products legible
+            ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= deepest]
+            for ax in axes:
+                ax.set_xscale("log")
+                ax.xaxis.set_major_locator(mpl.ticker.FixedLocator(ticks))
+                ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     legend_below(fig, handles, labels, ncol=3)
     return fig
 
@@ -290,48 +299,71 @@ def jacobian_summary(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def jacobians_over_training(df: pd.DataFrame, jacobian: str = "layer 2") -> Figure:
+def jacobians_over_training(
+    df: pd.DataFrame, jacobian: str = "layer 2", controls: dict[str, pd.DataFrame] | None = None
+) -> Figure:
     """One hidden layer's Jacobian over training: its root mean square singular value
     and the share of its singular values near 1, per activation, without and with BN.
 
     Args:
-        df: :func:`bnlib.experiments.initialization.jacobians_over_training` output.
+        df: :func:`bnlib.experiments.initialization.jacobians_over_training` output
+            (solid lines, circles).
         jacobian: ``"layer i"`` or ``"end to end"``.
+        controls: more runs of the same experiment, by legend label (for example
+            ``{"ReLU at lr 0.064": frame}``), drawn dashed with squares, then dotted with
+            triangles, in the colour of their normalization.
     """
-    summary = jacobian_summary(df)
-    summary = summary[summary["jacobian"] == jacobian]
-    acts = [a for a in ("sigmoid", "relu") if a in set(summary["activation"])]
+    styles = [("-o", "///"), ("--s", "\\\\\\"), (":^", "...")]
+    frames = [df, *(controls or {}).values()]
+    if len(frames) > len(styles):
+        raise ValueError(f"at most {len(styles) - 1} controls, got {len(frames) - 1}")
+    runs = [(frame, *style) for frame, style in zip(frames, styles)]
+    summaries = [jacobian_summary(frame) for frame, _, _ in runs]
+    summaries = [part[part["jacobian"] == jacobian] for part in summaries]
+    present = set().union(*(set(part["activation"]) for part in summaries))
+    acts = [a for a in ("sigmoid", "relu") if a in present]
     fig, axes = plt.subplots(2, len(acts), figsize=(10, 6.4), sharex=True, squeeze=False)
     low, high = NEAR_ONE
+    for summary, (_, style, hatch) in zip(summaries, runs):
+        for col, act in enumerate(acts):
+            for norm, part in summary[summary["activation"] == act].groupby("norm"):
+                color = PALETTE[NORM_LABELS[norm]]
+                running = part[~part["diverged"]]
+                lost = part[part["diverged"]].groupby("seed")["step"].min()
+                for row, metric in enumerate(("rms", "near_one")):
+                    wide = running.pivot_table(index="step", columns="seed", values=metric)
+                    wide = wide.dropna()  # steps that every seed reached without diverging
+                    x = wide.index.to_numpy() + 1
+                    _band(axes[row, col], x, wide, color, style, hatch=hatch)
+                    top = RMS_RANGE[1] if row == 0 else 1.0
+                    if lost.empty:  # (an empty line outside the clip box upsets the layout)
+                        continue
+                    axes[row, col].plot(
+                        lost.to_numpy() + 1,
+                        [top] * len(lost),
+                        "x",
+                        color=color,
+                        ms=10,
+                        mew=2,
+                        clip_on=False,
+                    )
     for col, act in enumerate(acts):
-        for norm, part in summary[summary["activation"] == act].groupby("norm"):
-            color = PALETTE[NORM_LABELS[norm]]
-            running = part[~part["diverged"]]
-            lost = part[part["diverged"]].groupby("seed")["step"].min()
-            for row, metric in enumerate(("rms", "near_one")):
-                wide = running.pivot_table(index="step", columns="seed", values=metric)
-                wide = wide.dropna()  # steps that every seed reached without diverging
-                _band(axes[row, col], wide.index.to_numpy() + 1, wide, color, "-o")
-                top = RMS_RANGE[1] if row == 0 else 1.0
-                if lost.empty:  # (an empty line outside the clip box upsets the layout)
-                    continue
-                axes[row, col].plot(
-                    lost.to_numpy() + 1,
-                    [top] * len(lost),
-                    "x",
-                    color=color,
-                    ms=10,
-                    mew=2,
-                    clip_on=False,
-                )
         axes[0, col].set(title=act, yscale="log", ylim=RMS_RANGE)
         axes[0, col].axhline(1, color="k", lw=1, ls="--")
         axes[1, col].set(ylim=(0, 1), xlabel="training step + 1", xscale="log")
     axes[0, 0].set_ylabel("RMS singular value")
     axes[1, 0].set_ylabel(f"share in [{low}, {high}]")
     handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
+    labels = ["no BN", "BN"]
+    if controls:
+        handles += [
+            Line2D([], [], color="0.3", lw=1.5, marker=style[-1], ls=style[:-1])
+            for _, style, _ in runs
+        ]
+        labels += ["the runs above", *controls]
     handles += [Line2D([], [], color="k", marker="x", ls="none", ms=9, mew=2)]
-    legend_below(fig, handles, ["no BN", "BN", "a seed diverged there (training stopped)"])
+    labels += ["a seed diverged there (training stopped)"]
+    legend_below(fig, handles, labels, ncol=3 if controls else None)
     return fig
 
 
