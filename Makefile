@@ -31,7 +31,7 @@ book: $(STAMP)
 	echo "book built in $$(( $$(date +%s) - start )) s: _build/html/index.html"
 
 test: $(STAMP) lint browser
-	$(PY) -m pytest -m "not book"
+	$(PY) -m pytest -m "not book" --durations=15
 	$(MAKE) book
 	$(PY) -m pytest -m book
 

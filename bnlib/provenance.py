@@ -342,6 +342,7 @@ def reached_definitions(
             continue
         if name not in mod.definitions:
             found[label] = ""
+            todo.append((where, ""))  # it may be defined there (in an ``if`` block, say)
             if name in mod.imports:  # a name this module re-exports
                 follow(mod.imports[name], ())
             continue

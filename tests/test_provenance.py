@@ -186,3 +186,14 @@ def test_reached_definitions_name_a_missing_function():
         reached_definitions(LR, "no_such_experiment")
     with pytest.raises(ValueError, match="no bnlib module"):
         reached_definitions("bnlib.no_such_module", "f")
+
+
+def test_a_definition_inside_an_if_block_is_followed(package):
+    (package / "experiments" / "probe_module.py").write_text(
+        "import math\n\nif math.pi > 3:\n\n    def helper():\n        return 1\n\n\n"
+        "def uses():\n    return helper()\n"
+    )
+    module = "bnlib.experiments.probe_module"
+    before = computation_hash(module, package, function="uses")
+    _edit(package / "experiments" / "probe_module.py", "return 1", "return 2")
+    assert computation_hash(module, package, function="uses") != before
