@@ -80,8 +80,9 @@ def _spec(name: str) -> tuple[str, _Spec]:
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in DATASETS:
         raise ValueError(
-            f"unknown dataset {name!r}: bnlib knows {', '.join(sorted(DATASETS))}. "
-            "(CIFAR-10 is used by the GPU profiles only and is not loaded by bnlib.data yet.)"
+            f"unknown dataset {name!r}: bnlib.data knows {', '.join(sorted(DATASETS))}. "
+            "(CIFAR-10 loads through bnlib.datasets, which the experiments of 'Large "
+            "learning rates' use.)"
         )
     return key, DATASETS[key]
 

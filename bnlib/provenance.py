@@ -119,8 +119,14 @@ def _is_registration(decorator: ast.expr) -> bool:
 
 
 def _strip(tree: ast.AST) -> ast.AST:
-    """``tree`` without docstrings or ``@register(...)`` decorators (edited in place)."""
+    """``tree`` without docstrings, ``@register(...)`` decorators or the messages of
+    ``raise`` and ``assert`` statements (edited in place): none of them changes a result
+    (an error ends the computation whatever it says)."""
     for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            node.exc.args, node.exc.keywords = [], []
+        if isinstance(node, ast.Assert):
+            node.msg = None
         if isinstance(node, ast.FunctionDef):
             node.decorator_list = [d for d in node.decorator_list if not _is_registration(d)]
         body = getattr(node, "body", None)
@@ -186,9 +192,9 @@ def computation_hash(
     (:func:`reached_definitions`), so that editing a helper one experiment uses keeps
     the results of the experiments that do not use it.
 
-    Comments, docstrings and formatting do not count (code is hashed as ``ast.unparse``
-    of its syntax tree without docstrings), so editing them keeps every stored result;
-    editing a function of the engine, the models, the data loading... that an
+    Comments, docstrings, error messages and formatting do not count (code is hashed as
+    ``ast.unparse`` of its syntax tree without them), so editing them keeps every stored
+    result; editing a function of the engine, the models, the data loading... that an
     experiment uses changes the hash.
 
     Returns:

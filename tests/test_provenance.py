@@ -197,3 +197,11 @@ def test_a_definition_inside_an_if_block_is_followed(package):
     before = computation_hash(module, package, function="uses")
     _edit(package / "experiments" / "probe_module.py", "return 1", "return 2")
     assert computation_hash(module, package, function="uses") != before
+
+
+def test_an_error_message_edit_keeps_the_hash(package):
+    before = _experiment_hashes(package)
+    _edit(package / "data.py", "unknown dataset {name!r}", "no dataset called {name!r}")
+    assert _experiment_hashes(package) == before
+    _edit(package / "data.py", "if key not in DATASETS:", "if key not in DATASETS and key:")
+    assert _experiment_hashes(package)["lr_sweep"] != before["lr_sweep"]  # the condition counts
