@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from bnlib.experiments import algorithm as experiments
@@ -70,6 +71,17 @@ def test_spectrum_slider_has_a_step_per_depth_and_a_histogram_per_network():
     assert sum(visible) == 6 and not any(t.visible for t in fig.data[6:])
     for trace in fig.data:
         assert abs(sum(trace.y) - 1) < 1e-9  # shares of the singular values
+    assert fig.layout.xaxis.range[1] == 2  # no value beyond 100
+
+
+def test_spectrum_slider_bins_reach_the_largest_value():
+    frame = pd.DataFrame(
+        {"activation": "relu", "norm": "torch", "depth": 50, "value": [0.0, 1.0, 3e5]}
+    )
+    fig = interactive.spectrum_slider(frame)
+    assert fig.layout.xaxis.range[1] == 6  # 3e5 lies in the last decade, not piled at 100
+    (trace,) = fig.data
+    assert trace.y[-1] == 0 and max(trace.y) == pytest.approx(1 / 3)
 
 
 def test_landscape_slider_has_a_step_per_training_step_and_two_panels_per_norm():

@@ -425,8 +425,9 @@ def spectrum_slider(networks: pd.DataFrame, products: pd.DataFrame | None = None
     side by side, without and with BN, with a slider over the number of layers the
     Jacobian spans (and the Gaussian product of as many matrices, when given).
 
-    Values are binned on a log scale; values below 1e-4 (ReLU's inactive units give
-    exact zeros) are counted in the leftmost bin.
+    Values are binned on a log scale, 8 bins per decade, up to the decade that holds the
+    largest value (at least 100); values below 1e-4 (ReLU's inactive units give exact
+    zeros) are counted in the leftmost bin.
 
     Args:
         networks: :func:`bnlib.experiments.initialization.network_spectra` output.
@@ -438,7 +439,12 @@ def spectrum_slider(networks: pd.DataFrame, products: pd.DataFrame | None = None
     from bnlib.figures.large_steps import NORM_LABELS
     from bnlib.figures.style import PALETTE
 
-    floor, edges = -4.0, np.linspace(-4.0, 2.0, 49)
+    largest = float(networks["value"].max())
+    if products is not None:
+        largest = max(largest, float(products["value"].max()))
+    top = max(2.0, float(np.ceil(np.log10(largest))))
+    floor = -4.0
+    edges = np.linspace(floor, top, int(8 * (top - floor)) + 1)
     centers = (edges[:-1] + edges[1:]) / 2
     acts = [a for a in ("linear", "relu") if a in set(networks["activation"])]
     depths = sorted(networks["depth"].unique())
