@@ -266,6 +266,11 @@ def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = 
                 ax.xaxis.set_major_locator(mpl.ticker.FixedLocator(ticks))
                 ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    for ax, metric in zip(axes, titles):
+        low, high = ax.get_ylim()
+        if metric != "fraction_small" and high / low > 1e3:  # many decades: powers of ten
+            ax.yaxis.set_major_locator(mpl.ticker.LogLocator(base=10, numticks=6))
+            ax.yaxis.set_major_formatter(mpl.ticker.LogFormatterSciNotation())
     legend_below(fig, handles, labels, ncol=3)
     return fig
 
