@@ -224,6 +224,7 @@ SUBSETS = {
     "gradients_at_init": {"depths": [20], "seeds": [0]},
     # the first batch sizes: the same draws as in the full run (rows at step 0 compared)
     "gradient_noise": {"seeds": [0], "checkpoints": [0, 300], "batch_sizes": [4, 8]},
+    "frozen_statistics_noise": {"seeds": [0], "checkpoints": [0, 300], "batch_sizes": [4, 8]},
     "output_collapse": {
         "seeds": [0],
         "mlp_depths": [5, 100],
@@ -239,6 +240,9 @@ SUBSETS = {
         "seeds": [0],
         "activations": ["sigmoid"],
     },
+    # its controls: ReLU trains at this smaller rate, so its rows compare too
+    "jacobians_relu_small_lr": {"checkpoints": [0, 10, 100], "seeds": [0]},
+    "jacobians_sigmoid_gain": {"checkpoints": [0, 10, 100], "seeds": [0]},
     "gradient_explosion": {"seeds": [0], "depths": [10, 25]},
     "init_schemes": {"seeds": [0]},
     "residual_variance": {"seeds": [0]},

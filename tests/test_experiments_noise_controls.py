@@ -87,5 +87,5 @@ def test_fixed_steps_sweep_trains_every_batch_size_equally_long():
     assert frame.loc[frame["batch_size"] == 128, "epochs"].iloc[0] == pytest.approx(
         3 * 128 / 60_000
     )
-    with pytest.raises(ValueError, match="lr_sweep.*fashion-mnist"):
-        fixed_steps_batch_sweep(dataset="cifar10")
+    with pytest.raises(ValueError, match="unknown dataset 'cifar100'"):
+        fixed_steps_batch_sweep(dataset="cifar100")

@@ -179,7 +179,8 @@ def spectrum_table(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         ``fraction_small``, ``rms`` (root mean square singular value), and two
         scale-free measures of the spread: ``spread`` (largest over root mean square)
         and ``fraction_small_relative`` (the share below 0.1 times the root mean
-        square).
+        square); and ``fraction_zero``, the share below 1e-6 times the root mean square
+        (zeros up to round-off, such as those of inactive ReLU units).
     """
     rows = []
     for key, part in df.groupby(by):
@@ -193,6 +194,7 @@ def spectrum_table(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
                 "rms": rms,
                 "spread": summary["largest"] / rms,
                 "fraction_small_relative": float((part["value"] < 0.1 * rms).mean()),
+                "fraction_zero": float((part["value"] < 1e-6 * rms).mean()),
             }
         )
     return pd.DataFrame(rows)
@@ -201,7 +203,9 @@ def spectrum_table(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = None) -> Figure:
     """The largest singular value, the median and the share below 0.1 against the
     number of matrices: Gaussian products with the theory, and optionally real
-    networks' Jacobians across as many layers.
+    networks' Jacobians across as many layers (for them the share below 0.1 times their
+    root mean square singular value, which does not change with the Jacobian's size; a
+    product's root mean square is about 1).
 
     Args:
         products: :func:`bnlib.experiments.initialization.gaussian_products` output.
@@ -217,6 +221,8 @@ def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = 
         "fraction_small": ([float(quarter_circle_cdf(0.1))], [1]),
     }
     titles = {"largest": "largest", "median": "median", "fraction_small": "share below 0.1"}
+    if networks is not None:  # scale-free for the networks, whose Jacobians grow with depth
+        titles["fraction_small"] = "share < 0.1 × RMS"
     for ax, metric in zip(axes, titles):
         ax.plot(depths, stats[metric], "o", color="0.35", ms=6)
         values, at = theory[metric]
@@ -242,9 +248,10 @@ def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = 
                 if metric == "median" and act == "relu":
                     continue  # about half the units are inactive: a median near 0
                 shown = part
+                column = "fraction_small_relative" if metric == "fraction_small" else metric
                 ax.plot(
                     shown["depth"],
-                    shown[metric],
+                    shown[column],
                     markers[act],
                     color=color,
                     ms=7,
@@ -260,7 +267,7 @@ def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = 
                     labels.append(f"{act} net, {norm}")
         deepest = int(networks["depth"].max())
         if deepest > 2 * depths.max():  # deep networks: a log axis keeps the products legible
-            ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if t <= deepest]
+            ticks = [t for t in (1, 3, 10, 30, 100, 300, 1000) if t <= deepest]
             for ax in axes:
                 ax.set_xscale("log")
                 ax.xaxis.set_major_locator(mpl.ticker.FixedLocator(ticks))
@@ -436,7 +443,7 @@ def gradient_explosion(df: pd.DataFrame, seed: int = 0) -> Figure:
         wide = part.pivot_table(index="depth", columns="seed", values="factor")
         _band(axes[1], wide.index, wide, PALETTE[NORM_LABELS[norm]], styles[arch])
     axes[1].axhline(YANG_FACTOR, color="k", ls=":", lw=2.2)
-    axes[1].set(xlabel="depth (layers)", ylabel="growth per layer (backwards)", title="fit")
+    axes[1].set(xlabel="depth (layers)", ylabel="growth per layer", title="fit")
     handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
     handles += [Line2D([], [], color="k", ls=styles[a], lw=2) for a in ("mlp", "residual")]
     handles += [Line2D([], [], color="k", ls=":", lw=2.2)]

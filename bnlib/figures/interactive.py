@@ -412,12 +412,19 @@ def accuracy_sweep(df: pd.DataFrame):
             )
             owner.append(n)
     _slider(fig, _visibility_steps([label for label, _ in views], owner), "runs: ")
+    low, high = np.log10(df["lr"].min()), np.log10(df["lr"].max())
     fig.update_xaxes(
-        type="log", title_text="learning rate (before the drop)", exponentformat="power"
+        type="log",
+        title_text="learning rate (before the drop)",
+        exponentformat="power",
+        range=[low - 0.15, high + 0.15],  # room for the markers at both ends
     )
     fig.update_yaxes(title_text="final accuracy", range=[0, 1])
     fig = _layout(fig, "final accuracy against the learning rate")
-    return _legend_above(fig, height=540, top=120, y=1.02)
+    fig = _legend_above(fig, height=560, top=140, y=1.02)
+    # three entries per row: one row would run past a narrow page
+    fig.update_layout(legend={"entrywidth": 0.33, "entrywidthmode": "fraction"})
+    return fig
 
 
 def spectrum_slider(networks: pd.DataFrame, products: pd.DataFrame | None = None):

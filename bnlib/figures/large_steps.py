@@ -83,7 +83,7 @@ def relative_loss(df: pd.DataFrame, init: str = "he", seed: int = 0) -> Figure:
     """
     d = df[(df["init"] == init) & (df["seed"] == seed)]
     depths = sorted(d["depth"].unique())
-    fig, axes = plt.subplots(1, len(depths), figsize=(max(9, 5 * len(depths)), 4.6), sharey=True)
+    fig, axes = plt.subplots(1, len(depths), figsize=(max(9, 3.7 * len(depths)), 4.4), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, depth in zip(axes, depths):
         for (norm, batch), part in d[d["depth"] == depth].groupby(["norm", "batch"]):
