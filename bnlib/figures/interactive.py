@@ -421,9 +421,11 @@ def accuracy_sweep(df: pd.DataFrame):
     )
     fig.update_yaxes(title_text="final accuracy", range=[0, 1])
     fig = _layout(fig, "final accuracy against the learning rate")
-    fig = _legend_above(fig, height=560, top=140, y=1.02)
-    # three entries per row: one row would run past a narrow page
-    fig.update_layout(legend={"entrywidth": 0.33, "entrywidthmode": "fraction"})
+    fig = _legend_above(fig, height=600, top=180, y=1.02)
+    # three entries per row (one row would run past a narrow page), under their title
+    fig.update_layout(
+        legend={"entrywidth": 0.33, "entrywidthmode": "fraction", "title": {"side": "top"}}
+    )
     return fig
 
 
