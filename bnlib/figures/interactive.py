@@ -424,7 +424,8 @@ def accuracy_sweep(df: pd.DataFrame):
     fig = _legend_above(fig, height=600, top=180, y=1.02)
     # three entries per row (one row would run past a narrow page), under their title
     fig.update_layout(
-        legend={"entrywidth": 0.33, "entrywidthmode": "fraction", "title": {"side": "top"}}
+        legend={"entrywidth": 0.33, "entrywidthmode": "fraction", "title": {"side": "top"}},
+        title={"y": 0.99, "yanchor": "top"},  # the figure's title above the legend
     )
     return fig
 
