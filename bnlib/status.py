@@ -225,6 +225,8 @@ SUBSETS = {
     # the first batch sizes: the same draws as in the full run (rows at step 0 compared)
     "gradient_noise": {"seeds": [0], "checkpoints": [0, 300], "batch_sizes": [4, 8]},
     "frozen_statistics_noise": {"seeds": [0], "checkpoints": [0, 300], "batch_sizes": [4, 8]},
+    "gradient_noise_small_lr": {"seeds": [0], "checkpoints": [0, 300], "batch_sizes": [4, 8]},
+    "gradient_noise_large_lr": {"seeds": [0], "checkpoints": [0, 300], "batch_sizes": [4, 8]},
     "output_collapse": {
         "seeds": [0],
         "mlp_depths": [5, 100],

@@ -85,3 +85,42 @@ def test_lr_batch_sweep_gives_every_batch_size_the_same_epochs():
     assert len(df) == 4 and df["test_accuracy"].between(0, 1).all()
     with pytest.raises(ValueError, match="epochs must be > 0"):
         lr_batch_sweep(epochs=0, device="cpu")
+
+
+def test_the_noise_is_registered_after_training_at_three_learning_rates():
+    from bnlib import experiments
+
+    main = experiments.get("gradient_noise")
+    for name, changed in [
+        ("gradient_noise_small_lr", {"lr": 0.001}),
+        ("gradient_noise_large_lr", {"lr": 0.1, "norms": ["torch"]}),
+    ]:
+        control = experiments.get(name)
+        assert control.function is main.function
+        assert experiments.code_hash(name) == experiments.code_hash("gradient_noise")
+        for profile in ("smoke", "quick", "full"):
+            assert control.profiles[profile] == {**main.profiles[profile], **changed}
+
+
+def test_noise_terms_and_the_figure_over_learning_rates():
+    from bnlib.figures import learning_rate as lr_figures
+
+    small = {"batch_sizes": [8, 32], "draws": 3, "checkpoints": [0, 2], "device": "cpu"}
+    frames = {
+        0.001: gradient_noise(lr=0.001, **small),
+        0.1: gradient_noise(lr=0.1, norms=["torch"], **small),
+    }
+    terms = lr_figures.noise_terms(frames, batch_size=32).set_index(["norm", "lr", "step"])
+    assert len(terms) == 3 * 2  # (none, 0.001), (torch, 0.001), (torch, 0.1) x 2 steps
+    row = terms.loc[("torch", 0.1, 2)]
+    assert row["noise"] == pytest.approx(0.01 * row["variance"])
+    assert row["scaled_variance"] == pytest.approx(32 * row["variance"])
+    # at initialization the two runs are the same network
+    assert terms.loc[("torch", 0.1, 0), "variance"] == pytest.approx(
+        terms.loc[("torch", 0.001, 0), "variance"]
+    )
+    with pytest.raises(ValueError, match="no measurement at batch size 64"):
+        lr_figures.noise_terms(frames, batch_size=64)
+    fig = lr_figures.noise_at_learning_rates(frames)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["no BN, lr 0.001", "BN, lr 0.001", "BN, lr 0.1"]

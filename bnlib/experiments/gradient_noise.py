@@ -8,7 +8,8 @@ it as: what matters for the noise, and so for generalization, is about :math:`\a
 
 - :func:`gradient_noise` measures the noise term itself: the variance of the mini-batch
   gradient for several batch sizes, with and without BN, at initialization and after some
-  training. The bound predicts :math:`|B| \cdot \text{variance}` independent of
+  training (registered three times: after training at learning rate 0.01, 0.001 and, BN
+  only, 0.1). The bound predicts :math:`|B| \cdot \text{variance}` independent of
   :math:`|B|`.
 - :func:`lr_batch_sweep` trains over a grid of learning rates and batch sizes, for the
   same number of epochs, and records the accuracies, to see whether they follow
@@ -35,17 +36,40 @@ from bnlib.step import gradient
 __all__ = ["gradient_noise", "lr_batch_sweep"]
 
 
+_NOISE_SMOKE = {"batch_sizes": [8, 32], "draws": 4, "checkpoints": [0, 5]}
+_NOISE_QUICK = {"batch_sizes": [8, 32, 128, 512], "draws": 32, "checkpoints": [0, 300]}
+_NOISE_FULL = {
+    "batch_sizes": [4, 8, 16, 32, 64, 128, 256, 512, 1024],
+    "draws": 128,
+    "checkpoints": [0, 300, 3000],
+    "seeds": [0, 1, 2],
+}
+#: The same measurement after training at other learning rates (gradient_noise: 0.01):
+#: ten times smaller, with and without BN, and ten times larger, where only BN trains.
+_SMALL_LR = {"lr": 0.001}
+_LARGE_LR = {"lr": 0.1, "norms": ["torch"]}
+
+
 @register(
     "gradient_noise",
     chapter="Large learning rates",
-    smoke={"batch_sizes": [8, 32], "draws": 4, "checkpoints": [0, 5]},
-    quick={"batch_sizes": [8, 32, 128, 512], "draws": 32, "checkpoints": [0, 300]},
-    full={
-        "batch_sizes": [4, 8, 16, 32, 64, 128, 256, 512, 1024],
-        "draws": 128,
-        "checkpoints": [0, 300, 3000],
-        "seeds": [0, 1, 2],
-    },
+    smoke=_NOISE_SMOKE,
+    quick=_NOISE_QUICK,
+    full=_NOISE_FULL,
+)
+@register(
+    "gradient_noise_small_lr",
+    chapter="Large learning rates",
+    smoke={**_NOISE_SMOKE, **_SMALL_LR},
+    quick={**_NOISE_QUICK, **_SMALL_LR},
+    full={**_NOISE_FULL, **_SMALL_LR},
+)
+@register(
+    "gradient_noise_large_lr",
+    chapter="Large learning rates",
+    smoke={**_NOISE_SMOKE, **_LARGE_LR},
+    quick={**_NOISE_QUICK, **_LARGE_LR},
+    full={**_NOISE_FULL, **_LARGE_LR},
 )
 def gradient_noise(
     batch_sizes: Sequence[int] = (8, 32, 128, 512),

@@ -24,6 +24,8 @@ __all__ = [
     "gradient_noise",
     "lr_batch_sweep",
     "nearest_lr",
+    "noise_at_learning_rates",
+    "noise_terms",
     "one_learning_rate",
     "sweep_summary",
     "training_curves",
@@ -213,6 +215,63 @@ def frozen_statistics_noise(noise: pd.DataFrame, frozen: pd.DataFrame) -> Figure
         ignore_index=True,
     )
     return _scaled_variance_panels(rows, lines)
+
+
+#: Line styles of the learning rates the noise is measured after (small to large).
+_LR_STYLES = (":", "-", "--", "-.")
+
+
+def _by_learning_rate(frames: dict[float, pd.DataFrame]) -> pd.DataFrame:
+    """The frames of :func:`bnlib.experiments.gradient_noise.gradient_noise` run after
+    training at each learning rate (the keys), stacked with an ``lr`` column."""
+    return pd.concat([frame.assign(lr=lr) for lr, frame in frames.items()], ignore_index=True)
+
+
+def noise_at_learning_rates(frames: dict[float, pd.DataFrame]) -> Figure:
+    r"""As :func:`gradient_noise`, for networks trained at several learning rates: colour
+    for the normalization, line style for the learning rate (dotted, solid, dashed from
+    the smallest), one panel per training step measured.
+
+    Args:
+        frames: :func:`bnlib.experiments.gradient_noise.gradient_noise` outputs, keyed by
+            the learning rate the network trained at (at most four).
+    """
+    rates = sorted(frames)
+    if len(rates) > len(_LR_STYLES):
+        raise ValueError(f"at most {len(_LR_STYLES)} learning rates, got {len(rates)}")
+    rows = _by_learning_rate(frames)
+    rows = rows.assign(line=rows["norm"].map(NORM_LABELS) + ", lr " + rows["lr"].map("{:g}".format))
+    lines = {
+        f"{label}, lr {lr:g}": (PALETTE[label], style)
+        for label in ("no BN", "BN")
+        for lr, style in zip(rates, _LR_STYLES)
+        if f"{label}, lr {lr:g}" in set(rows["line"])
+    }
+    return _scaled_variance_panels(rows, lines)
+
+
+def noise_terms(frames: dict[float, pd.DataFrame], batch_size: int = 128) -> pd.DataFrame:
+    r"""The noise term of Bjorck et al.'s bound, :math:`lpha^2 \cdot` variance of the
+    mini-batch gradient, at one batch size, for networks trained at several learning
+    rates :math:`lpha` (mean over seeds).
+
+    Args:
+        frames: :func:`bnlib.experiments.gradient_noise.gradient_noise` outputs, keyed by
+            the learning rate the network trained at.
+        batch_size: the batch size (default: the one the networks train with).
+
+    Returns:
+        One row per (norm, lr, step): ``variance``, ``scaled_variance`` (:math:`|B|
+        \cdot` variance, the bound's :math:`C` if the :math:`1/|B|` law holds) and
+        ``noise`` (:math:`lpha^2 \cdot` variance).
+    """
+    rows = _by_learning_rate(frames)
+    rows = rows[rows["batch_size"] == batch_size]
+    if rows.empty:
+        raise ValueError(f"no measurement at batch size {batch_size}")
+    table = rows.groupby(["norm", "lr", "step"])[["variance", "scaled_variance"]].mean()
+    table["noise"] = table.index.get_level_values("lr") ** 2 * table["variance"]
+    return table.reset_index()
 
 
 def lr_batch_sweep(df: pd.DataFrame, metric: str = "test_accuracy") -> Figure:
