@@ -250,7 +250,7 @@ def noise_at_learning_rates(frames: dict[float, pd.DataFrame]) -> Figure:
     return _scaled_variance_panels(rows, lines)
 
 
-def noise_terms(frames: dict[float, pd.DataFrame], batch_size: int = 128) -> pd.DataFrame:
+def noise_terms(frames: dict[float, pd.DataFrame], batch_size: int | None = None) -> pd.DataFrame:
     r"""The noise term of Bjorck et al.'s bound, :math:`lpha^2 \cdot` variance of the
     mini-batch gradient, at one batch size, for networks trained at several learning
     rates :math:`lpha` (mean over seeds).
@@ -258,7 +258,8 @@ def noise_terms(frames: dict[float, pd.DataFrame], batch_size: int = 128) -> pd.
     Args:
         frames: :func:`bnlib.experiments.gradient_noise.gradient_noise` outputs, keyed by
             the learning rate the network trained at.
-        batch_size: the batch size (default: the one the networks train with).
+        batch_size: the batch size; by default the one the networks train with, 128, or,
+            where it was not measured (the smoke profile), the largest measured.
 
     Returns:
         One row per (norm, lr, step): ``variance``, ``scaled_variance`` (:math:`|B|
@@ -266,6 +267,9 @@ def noise_terms(frames: dict[float, pd.DataFrame], batch_size: int = 128) -> pd.
         ``noise`` (:math:`lpha^2 \cdot` variance).
     """
     rows = _by_learning_rate(frames)
+    if batch_size is None:
+        measured = set(rows["batch_size"])
+        batch_size = 128 if 128 in measured else max(measured)
     rows = rows[rows["batch_size"] == batch_size]
     if rows.empty:
         raise ValueError(f"no measurement at batch size {batch_size}")
