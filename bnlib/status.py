@@ -220,7 +220,8 @@ NO_PREFIX = {
 SUBSETS = {
     "relative_loss": {"depths": [20], "inits": ["lecun"], "seeds": [0]},
     "activation_growth": {"seeds": [0], "inits": ["lecun"]},
-    "activations_along_step": {"fractions": 3},
+    "activations_along_step": {"fractions": 2},
+    "activations_along_large_bn_step": {"fractions": 2},
     "gradients_at_init": {"depths": [20], "seeds": [0]},
     # the first batch sizes: the same draws as in the full run (rows at step 0 compared)
     "gradient_noise": {"seeds": [0], "checkpoints": [0, 300], "batch_sizes": [4, 8]},

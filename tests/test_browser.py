@@ -2,8 +2,8 @@
 
 For every page: no JavaScript console error, no request to any host but localhost, every
 image loaded, math typeset; on each interactive figure, clicking a legend item or moving
-a slider changes what is drawn. A full-page PNG screenshot of every page is saved under
-``_build/screenshots/``. Run by ``make test`` after the build (``pytest -m book``).
+a slider changes what is drawn. Every page is saved as PNG screenshots (in pieces, top
+to bottom) under ``_build/screenshots/``. Run by ``make test`` after the build (``pytest -m book``).
 """
 
 from __future__ import annotations
@@ -76,6 +76,26 @@ def _open(browser, url: str):
     return page, problems
 
 
+#: Height in pixels of one screenshot piece. Chromium leaves most of a full-page capture
+#: unpainted (blank, but for the math) once a page is some 50,000 pixels tall, so a
+#: page is captured in pieces.
+PIECE = 2400
+
+
+def _screenshots(page, stem: str) -> None:
+    """Save the whole page as PNG pieces ``<stem>_00.png``, ``<stem>_01.png``, ... of
+    :data:`PIECE` pixels each (earlier pieces of that page are removed first)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob(f"{stem}_[0-9][0-9].png"):
+        old.unlink()
+    (SHOTS / f"{stem}.png").unlink(missing_ok=True)  # the single file of earlier versions
+    width = page.evaluate("document.documentElement.scrollWidth")
+    height = page.evaluate("document.documentElement.scrollHeight")
+    for k, top in enumerate(range(0, height, PIECE)):
+        clip = {"x": 0, "y": top, "width": width, "height": min(PIECE, height - top)}
+        page.screenshot(path=str(SHOTS / f"{stem}_{k:02d}.png"), full_page=True, clip=clip)
+
+
 @pytest.mark.parametrize("name", pages())
 def test_page_loads_offline_without_errors(name, server, browser):
     page, problems = _open(browser, f"{server}/{name}.html")
@@ -91,8 +111,7 @@ def test_page_loads_offline_without_errors(name, server, browser):
             assert page.locator("mjx-container").count() > 0, "math was not typeset"
         page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-page
         page.wait_for_timeout(100)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"{name.replace('/', '_')}.png"), full_page=True)
+        _screenshots(page, name.replace("/", "_"))
     finally:
         page.close()
 

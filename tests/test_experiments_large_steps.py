@@ -74,6 +74,19 @@ def test_activations_along_step_start_at_the_unmoved_network_and_refuse_a_tame_g
         ex.activations_along_step(depth=8, batch_size=16, fractions=2, step_range=(1e-9, 1e-8))
 
 
+def test_activations_along_a_given_step_size_move_only_the_networks_asked_for():
+    along = ex.activations_along_step(
+        depth=14, batch_size=16, fractions=2, init="he", norms=("torch",), step_size=0.5
+    )
+    assert set(along["norm"]) == {"torch"}
+    assert set(along["step_size"]) == {0.5}
+    start = along[along["fraction"] == 0.0].sort_values(["layer", "channel"])
+    end = along[along["fraction"] == 1.0].sort_values(["layer", "channel"])
+    assert not np.allclose(start["mean"].to_numpy(), end["mean"].to_numpy())
+    with pytest.raises(ValueError, match="step_size must be positive"):
+        ex.activations_along_step(depth=8, batch_size=16, fractions=2, step_size=0.0)
+
+
 def test_gradients_at_init_rows_and_shares():
     grads = ex.gradients_at_init(depths=(8,), images=20, device="cpu")
     out = grads[grads["quantity"] == "output"]

@@ -130,16 +130,25 @@ def _started(page) -> bool:
 
 def _run_all(page) -> None:
     """Run > Run All Cells. A click that lands while the notebook is still connecting to
-    its kernel runs nothing (seen about one time in three), so it is retried."""
+    its kernel runs nothing (seen about one time in three), so it is retried; so does one
+    while the notebook is not the current widget (the menu's commands act on the current
+    one), so each try first clicks the notebook. A kernel dialog that opens meanwhile is
+    accepted."""
     for _ in range(5):
         _accept_kernel_dialog(page)
         try:
+            page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5}, timeout=5000)
+            page.keyboard.press("Escape")  # command mode, no cell being edited
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click(timeout=5000)
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click(timeout=5000)
         except PlaywrightTimeout:  # a dialog opened in between: accept it and retry
             continue
         start = time.monotonic()
         while time.monotonic() - start < 15:
+            # Run All on a notebook without a kernel asks for one (the first notebook of a
+            # fresh server can open before the kernel specs are known): accept it, or the
+            # Escape below would cancel it and leave the notebook without a kernel
+            _accept_kernel_dialog(page)
             if _started(page):
                 return
             time.sleep(0.2)

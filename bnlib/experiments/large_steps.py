@@ -219,12 +219,27 @@ def activation_growth(
     return pd.DataFrame(rows)
 
 
+_ALONG_SMOKE = {"depth": 14, "batch_size": 16, "fractions": 3, "init": "he"}
+_ALONG_QUICK = {"depth": 110, "init": "lecun"}
+_ALONG_FULL = {"depth": 110, "init": "lecun", "batch_size": 512}
+#: The control: the BN network alone, along a step of 1, the largest on the relative-loss
+#: grid and ten times its normal learning rate, at which it still does not diverge.
+_LARGE_BN_STEP = {"norms": ["torch"], "step_size": 1.0}
+
+
 @register(
     "activations_along_step",
     chapter="Large learning rates",
-    smoke={"depth": 14, "batch_size": 16, "fractions": 3, "init": "he"},
-    quick={"depth": 110, "init": "lecun"},
-    full={"depth": 110, "init": "lecun", "batch_size": 512},
+    smoke=_ALONG_SMOKE,
+    quick=_ALONG_QUICK,
+    full=_ALONG_FULL,
+)
+@register(
+    "activations_along_large_bn_step",
+    chapter="Large learning rates",
+    smoke={**_ALONG_SMOKE, **_LARGE_BN_STEP},
+    quick={**_ALONG_QUICK, **_LARGE_BN_STEP},
+    full={**_ALONG_FULL, **_LARGE_BN_STEP},
 )
 def activations_along_step(
     depth: int = 110,
@@ -237,37 +252,44 @@ def activations_along_step(
     seed: int = 0,
     dataset: str = "fashion-mnist",
     device: str | None = None,
+    step_size: float | None = None,
 ) -> pd.DataFrame:
     r"""Channel statistics along one diverging update, at initialization.
 
     The step size :math:`\eta` is the smallest on the grid (``step_count`` values
     log-spaced over ``step_range``) at which the unnormalized network's step diverges
-    (relative loss above :data:`bnlib.step.DIVERGENCE_RATIO`); both networks are then
-    moved along their own gradient, :math:`\theta - t\,\eta\,g` for ``fractions`` values
-    of :math:`t` from 0 to 1, and the per-channel mean and variance of an early, a
-    middle and a late block's output are measured on the mini-batch of the step.
+    (relative loss above :data:`bnlib.step.DIVERGENCE_RATIO`), or ``step_size`` when it
+    is given; each network in ``norms`` is then moved along its own gradient,
+    :math:`\theta - t\,\eta\,g` for ``fractions`` values of :math:`t` from 0 to 1, and
+    the per-channel mean and variance of an early, a middle and a late block's output
+    are measured on the mini-batch of the step.
 
     Returns:
         Rows ``norm, layer, channel, fraction, step_size, mean, variance``.
 
     Raises:
         ValueError: no step size on the grid makes the unnormalized network diverge
-            (widen ``step_range``).
+            (widen ``step_range``), or ``step_size`` is not positive.
     """
     dev = pick_device(device)
     train = datasets.load(dataset, "train", dev)
     idx = next(batch_indices(len(train.y), batch_size, 1, torch.Generator().manual_seed(seed), dev))
     x, y = train.x[idx], train.y[idx]
     plain = _resnet(depth, "none", init, train.x.shape[1], seed, dev)
-    grid = [float(v) for v in np.geomspace(*step_range, step_count)]
-    _, ratios = relative_losses(plain, x, y, grid)
-    diverging = [eta for eta, r in zip(grid, ratios) if not r <= DIVERGENCE_RATIO]
-    if not diverging:
-        raise ValueError(
-            f"no step size in {list(step_range)} makes the unnormalized ResNet-{depth} "
-            "diverge: widen step_range"
-        )
-    eta = diverging[0]
+    if step_size is not None:
+        if not step_size > 0:
+            raise ValueError(f"step_size must be positive, got {step_size}")
+        eta = float(step_size)
+    else:
+        grid = [float(v) for v in np.geomspace(*step_range, step_count)]
+        _, ratios = relative_losses(plain, x, y, grid)
+        diverging = [eta for eta, r in zip(grid, ratios) if not r <= DIVERGENCE_RATIO]
+        if not diverging:
+            raise ValueError(
+                f"no step size in {list(step_range)} makes the unnormalized ResNet-{depth} "
+                "diverge: widen step_range"
+            )
+        eta = diverging[0]
     rows = []
     for norm in norms:
         model = plain if norm == "none" else _resnet(depth, norm, init, train.x.shape[1], seed, dev)

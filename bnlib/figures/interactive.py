@@ -156,12 +156,19 @@ def distribution_shift(df: pd.DataFrame):
     return _layout(fig, "Eval-mode BN under a distribution shift")
 
 
-def _slider(fig, steps: list[dict], prefix: str, pad: int = 50) -> None:
+def _slider(fig, steps: list[dict], prefix: str, pad: int = 50, **placement) -> None:
     """Put one slider under ``fig`` over ``steps`` (plotly slider steps), its current
-    value shown after ``prefix``, starting at the first step."""
+    value shown after ``prefix``, starting at the first step; ``placement`` (``x``,
+    ``len``, in plot fractions) goes to the slider."""
     fig.update_layout(
         sliders=[
-            {"active": 0, "currentvalue": {"prefix": prefix}, "pad": {"t": pad}, "steps": steps}
+            {
+                "active": 0,
+                "currentvalue": {"prefix": prefix},
+                "pad": {"t": pad},
+                "steps": steps,
+                **placement,
+            }
         ]
     )
 
@@ -411,7 +418,11 @@ def accuracy_sweep(df: pd.DataFrame):
                 )
             )
             owner.append(n)
-    _slider(fig, _visibility_steps([label for label, _ in views], owner), "runs: ")
+    # inset from both ends: the end labels, centred on their ticks, would otherwise run
+    # past a narrow page's edge
+    _slider(
+        fig, _visibility_steps([label for label, _ in views], owner), "runs: ", x=0.06, len=0.88
+    )
     low, high = np.log10(df["lr"].min()), np.log10(df["lr"].max())
     fig.update_xaxes(
         type="log",

@@ -73,8 +73,10 @@ def stable_step_sizes(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def relative_loss(df: pd.DataFrame, init: str = "he", seed: int = 0) -> Figure:
-    """Relative loss of one gradient step against its size: one panel per depth, color
-    for BN or not, line style for the mini-batch.
+    """Relative loss of one gradient step against its size: one column per depth, one
+    row per normalization (without BN above, with BN below, each row on its own y
+    range, as the BN curves span a few decades where the others span a dozen), line
+    style for the mini-batch.
 
     Args:
         df: :func:`bnlib.experiments.large_steps.relative_loss` output.
@@ -83,33 +85,45 @@ def relative_loss(df: pd.DataFrame, init: str = "he", seed: int = 0) -> Figure:
     """
     d = df[(df["init"] == init) & (df["seed"] == seed)]
     depths = sorted(d["depth"].unique())
-    fig, axes = plt.subplots(1, len(depths), figsize=(max(9, 3.7 * len(depths)), 4.4), sharey=True)
-    axes = np.atleast_1d(axes)
-    for ax, depth in zip(axes, depths):
-        for (norm, batch), part in d[d["depth"] == depth].groupby(["norm", "batch"]):
-            y = part["relative_loss"].clip(upper=CEILING).fillna(CEILING)
-            ax.plot(
-                part["step_size"],
-                y,
-                BATCH_STYLES.get(batch, "-."),
-                color=PALETTE[NORM_LABELS[norm]],
-                lw=2,
-            )
-            over = part["relative_loss"].isna() | (part["relative_loss"] >= CEILING)
-            ax.plot(part["step_size"][over], y[over], "^", color=PALETTE[NORM_LABELS[norm]], ms=5)
-        ax.axhline(DIVERGENCE_RATIO, color="k", lw=1, ls="-.")
-        ax.set(
-            xscale="log",
-            yscale="log",
-            title=f"ResNet-{depth}",
-            xlabel="step size $\\eta$",
-            ylim=(0.05, CEILING * 30),
+    norms = [n for n in ("none", "torch", "bnlib") if n in set(d["norm"])]
+    fig, axes = plt.subplots(
+        len(norms),
+        len(depths),
+        figsize=(max(9, 3.7 * len(depths)), 1.2 + 3.2 * len(norms)),
+        sharex=True,
+        sharey="row",
+        squeeze=False,
+    )
+    for row, norm in zip(axes, norms):
+        color = PALETTE[NORM_LABELS[norm]]
+        ratios = d[d["norm"] == norm]["relative_loss"]
+        finite = ratios[np.isfinite(ratios)]
+        # Rows whose curves stay below the divergence threshold get a y range of their
+        # own: the threshold's dozen decades would flatten them.
+        stays_low = (
+            bool(len(finite)) and finite.max() < DIVERGENCE_RATIO and len(finite) == len(ratios)
         )
-    axes[0].set_ylabel("loss after / loss before")
-    handles = [Line2D([], [], color=PALETTE[n], lw=2) for n in ("no BN", "BN")]
-    handles += [Line2D([], [], color="k", ls=s, lw=2) for s in BATCH_STYLES.values()]
-    handles += [Line2D([], [], color="k", ls="-.", lw=1)]
-    labels = ["no BN", "BN", *(f"mini-batch {b}" for b in BATCH_STYLES), "divergence (1e3)"]
+        top = 10 ** np.ceil(np.log10(finite.max()) + 0.3) if stays_low else CEILING * 30
+        bottom = min(0.05, 10 ** np.floor(np.log10(finite.min()))) if len(finite) else 0.05
+        for ax, depth in zip(row, depths):
+            for batch, part in d[(d["depth"] == depth) & (d["norm"] == norm)].groupby("batch"):
+                y = part["relative_loss"].clip(upper=CEILING).fillna(CEILING)
+                ax.plot(part["step_size"], y, BATCH_STYLES.get(batch, "-."), color=color, lw=2)
+                over = part["relative_loss"].isna() | (part["relative_loss"] >= CEILING)
+                ax.plot(part["step_size"][over], y[over], "^", color=color, ms=5)
+            ax.axhline(1, color="0.4", lw=0.8)
+            if not stays_low:
+                ax.axhline(DIVERGENCE_RATIO, color="k", lw=1, ls="-.")
+            ax.set(xscale="log", yscale="log", ylim=(bottom, top))
+            if not stays_low:
+                ax.set_yticks(10.0 ** np.arange(0, np.log10(CEILING) + 1, 3))
+            ax.set_title(f"ResNet-{depth}, {NORM_LABELS[norm]}", color=color)
+        row[0].set_ylabel("loss after / loss before")
+    for ax in axes[-1]:
+        ax.set_xlabel("step size $\\eta$")
+    handles = [Line2D([], [], color="k", ls=s, lw=2) for s in BATCH_STYLES.values()]
+    handles += [Line2D([], [], color="k", ls="-.", lw=1), Line2D([], [], color="0.4", lw=0.8)]
+    labels = [*(f"mini-batch {b}" for b in BATCH_STYLES), "divergence (1e3)", "no change (1)"]
     legend_below(fig, handles, labels, ncol=3)
     return fig
 
