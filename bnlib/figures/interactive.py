@@ -306,7 +306,8 @@ def percentiles_slider(df: pd.DataFrame):
 
 def relative_loss_menu(df: pd.DataFrame, seed: int = 0):
     """Relative loss of one gradient step against its size, with a slider over the
-    networks (initialization and depth); one line per normalization and mini-batch.
+    networks (initialization and depth); one line per normalization and mini-batch (none
+    for a mini-batch whose loss before the step is not finite).
 
     Args:
         df: :func:`bnlib.experiments.large_steps.relative_loss` output.
@@ -326,6 +327,8 @@ def relative_loss_menu(df: pd.DataFrame, seed: int = 0):
     for n, (init, depth) in enumerate(networks):
         part = d[(d["init"] == init) & (d["depth"] == depth)]
         for (norm, batch), line in part.groupby(["norm", "batch"]):
+            if not np.isfinite(line["loss_before"]).any():
+                continue  # no loss before the step: nothing to draw against the step size
             label = NORM_LABELS[norm]
             y = line["relative_loss"].clip(upper=CEILING).fillna(CEILING)
             fig.add_trace(

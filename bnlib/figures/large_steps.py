@@ -76,7 +76,8 @@ def relative_loss(df: pd.DataFrame, init: str = "he", seed: int = 0) -> Figure:
     """Relative loss of one gradient step against its size: one column per depth, one
     row per normalization (without BN above, with BN below, each row on its own y
     range, as the BN curves span a few decades where the others span a dozen), line
-    style for the mini-batch.
+    style for the mini-batch. A mini-batch whose loss before the step is not finite has
+    no curve.
 
     Args:
         df: :func:`bnlib.experiments.large_steps.relative_loss` output.
@@ -107,6 +108,8 @@ def relative_loss(df: pd.DataFrame, init: str = "he", seed: int = 0) -> Figure:
         bottom = min(0.05, 10 ** np.floor(np.log10(finite.min()))) if len(finite) else 0.05
         for ax, depth in zip(row, depths):
             for batch, part in d[(d["depth"] == depth) & (d["norm"] == norm)].groupby("batch"):
+                if not np.isfinite(part["loss_before"]).any():
+                    continue  # no loss to compare with: the step size says nothing here
                 y = part["relative_loss"].clip(upper=CEILING).fillna(CEILING)
                 ax.plot(part["step_size"], y, BATCH_STYLES.get(batch, "-."), color=color, lw=2)
                 over = part["relative_loss"].isna() | (part["relative_loss"] >= CEILING)
