@@ -209,16 +209,19 @@ def change_along_step(df: pd.DataFrame) -> Figure:
     """How much each channel's mean changes along one update, relative to its value at
     the start: log10(|mean at f| / |mean at 0|) for f from 0% to 100% of the step, one
     row of panels per network and one column per block, all on one colour scale (white:
-    no change), so that the networks can be compared directly.
+    no change; black: the channel outputs exactly zero on the whole mini-batch), so that
+    the networks can be compared directly.
 
     Args:
         df: :func:`bnlib.experiments.large_steps.activations_along_step` output.
     """
     norms = [n for n in ("none", "torch") if n in set(df["norm"])]
     layers = sorted(df["layer"].unique())
-    grids = {}
+    grids, dead = {}, {}
     for (norm, layer), part in df.groupby(["norm", "layer"]):
         grid = part.pivot(index="channel", columns="fraction", values="mean").to_numpy()
+        variance = part.pivot(index="channel", columns="fraction", values="variance").to_numpy()
+        dead[norm, layer] = (grid == 0) & (variance == 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             grids[norm, layer] = np.log10(np.abs(grid) / np.abs(grid[:, :1]))
     finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
@@ -231,9 +234,11 @@ def change_along_step(df: pd.DataFrame) -> Figure:
         ax = axes[row, col]
         image = _step_heatmap(
             ax,
-            values,
+            # a dead channel (exactly zero on the whole mini-batch) in a colour of its own,
+            # apart from a channel that merely shrinks
+            np.ma.masked_array(values, mask=dead[norm, layer]),
             f"{NORM_LABELS[norm]}, layer {layer}",
-            cmap="RdBu_r",
+            cmap=plt.get_cmap("RdBu_r").with_extremes(bad="black"),
             vmin=-limit,
             vmax=limit,
         )
