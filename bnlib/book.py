@@ -14,14 +14,16 @@ with (``$BNLIB_PROFILE``: ``smoke``, ``quick`` by default, or ``full``)::
 
 Full-profile results are never computed by the book: ``python -m bnlib run NAME
 --profile full`` writes them to ``results/full/NAME/`` (parquet + JSON with provenance),
-where they are committed. A committed result whose code hash differs from the current
-code's (:func:`bnlib.experiments.code_hash`) is shown as computed by an older version.
+where they are committed. A committed result is current when the current code computed
+it or reproduced it (:mod:`bnlib.validation`); one that is not fails the book's build
+(``make book``) and is labelled as computed by an older version elsewhere.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ import pandas as pd
 
 from bnlib import experiments
 from bnlib.claims import Claim, Claims, checking, with_full
+from bnlib.provenance import is_clean_commit
 from bnlib.results import Result, cache_key, results_dir
 
 __all__ = [
@@ -86,6 +89,33 @@ class FullResult:
     code_hash: str
 
     @property
+    def validation(self) -> dict | None:
+        """The latest validation of this result by the current code
+        (:func:`bnlib.validation.revalidate`), or None."""
+        for record in reversed(self.meta.get("validations") or []):
+            if isinstance(record, dict) and record.get("code_hash") == self.code_hash:
+                return record
+        return None
+
+    @property
+    def clean_commit(self) -> str | None:
+        """A commit whose code reproduces this result: the one it was computed from, if
+        that tree was clean, else the one of the current code's validation; None if
+        neither names a clean commit (or the result is not current)."""
+        if not self.current:
+            return None
+        computed = self.meta["provenance"].get("git_revision")
+        if is_clean_commit(computed) and self.meta.get("computed_code_hash") in (
+            None,
+            self.code_hash,
+        ):
+            return computed
+        validation = self.validation
+        if validation is not None and is_clean_commit(validation.get("git_revision")):
+            return validation["git_revision"]
+        return None
+
+    @property
     def frame(self) -> pd.DataFrame:
         return self.result.frame
 
@@ -114,7 +144,9 @@ def full_result(name: str) -> FullResult | None:
     """The committed full-profile result of experiment ``name``, or None if there is none.
 
     Never computes. If several are stored, the one the current code and config would
-    produce is preferred, else the most recent (which is then not ``current``).
+    produce (or reproduced, :mod:`bnlib.validation`) is preferred, else the most recent,
+    which is then not ``current``; while the book is built (``BNLIB_BOOK_BUILD=1``) that is
+    an error.
     """
     experiment = experiments.get(name)
     folder = full_dir() / name
@@ -129,6 +161,13 @@ def full_result(name: str) -> FullResult | None:
         if item.meta.get("key") == key:
             return FullResult(item, True, code)
     latest = max(stored, key=lambda r: r.meta["provenance"]["date"])
+    if os.environ.get("BNLIB_BOOK_BUILD") == "1":
+        raise ValueError(
+            f"the committed full result of {name!r} ({latest.path.name}) was computed by other "
+            f"code than the current one ({code}); the book is not built from stale results. "
+            "`python -m bnlib status --revalidate` checks whether the current code reproduces "
+            f"it; if not, `python -m bnlib run {name} --profile full --force` recomputes it"
+        )
     return FullResult(latest, False, code)
 
 
@@ -197,11 +236,20 @@ def _label(stored: FullResult) -> str:
         + (f", CUDA {prov['cuda_version']}" if prov["device"].startswith("cuda") else "")
         + f", bnlib code {meta.get('code_hash', '?')}, git {prov['git_revision']})."
     )
+    validation = stored.validation
+    if stored.current and validation is not None:
+        text += (
+            f" Reproduced by the current code (bnlib code {stored.code_hash}, git "
+            f"{validation['git_revision']}) on {validation['date'][:10]}: "
+            f"{validation['rows_compared']:,} rows recomputed, largest deviation "
+            f"{validation['max_abs_deviation']:.2g}."
+        )
     if not stored.current:
         text += (
             f" Computed by an older version of the code (the current code's hash is "
-            f"{stored.code_hash}): `python -m bnlib run {meta['experiment']} --profile full` "
-            "recomputes it."
+            f"{stored.code_hash}): `python -m bnlib status --revalidate` checks whether the "
+            f"current code reproduces it; `python -m bnlib run {meta['experiment']} --profile "
+            "full --force` recomputes it."
         )
     return text
 

@@ -2,8 +2,12 @@
 
 - ``python -m bnlib list``: the experiments, their chapter and what they compute.
 - ``python -m bnlib status``: one row per experiment: its chapter, whether its quick result
-  is cached, whether a full result is committed and computed by the current code, and the
-  estimated time of a full run on this device.
+  is cached, whether a full result is committed and computed (or reproduced) by the current
+  code, and the estimated time of a full run on this device.
+- ``python -m bnlib status --revalidate [EXPERIMENT ...]``: recompute the reproduction
+  subset of each committed full result that is stale or names no clean commit, and mark it
+  current where the current code reproduces it (:mod:`bnlib.validation`); exit code 1 if
+  one was not reproduced.
 - ``python -m bnlib run EXPERIMENT [--profile smoke|quick|full] [--device cuda] [--force]
   [--set KEY=VALUE ...]``: run an experiment (with a progress bar) and store its result
   where the book reads it (:mod:`bnlib.results`); prints the result's path, wall time and
@@ -30,7 +34,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the experiments")
     status = sub.add_parser("status", help="what is cached or committed, and full-run estimates")
-    status.add_argument("--device", default=None, help="estimate for this device")
+    status.add_argument(
+        "--device", default=None, help="estimate for this device (with --revalidate: compute there)"
+    )
+    status.add_argument(
+        "--revalidate",
+        action="store_true",
+        help="recompute the reproduction subset of every committed full result that is stale "
+        "or names no clean commit, and mark those the current code reproduces as current",
+    )
+    status.add_argument(
+        "experiments", nargs="*", metavar="EXPERIMENT", help="with --revalidate: only these"
+    )
     run = sub.add_parser("run", help="run an experiment and store its result")
     run.add_argument("experiment", nargs="?", help="name, as 'list' shows it")
     run.add_argument(
@@ -130,6 +145,33 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    """``status`` (and ``status --revalidate``); exit code 1 if a result was not reproduced."""
+    from bnlib import experiments
+    from bnlib.status import format_status, status
+
+    if args.experiments and not args.revalidate:
+        raise ValueError("experiment names go with --revalidate (status lists them all)")
+    failed = []
+    if args.revalidate:
+        from bnlib.validation import revalidate
+
+        for name in args.experiments:
+            experiments.get(name)  # an unknown name: a clear error before any work
+        device = args.device or "cpu"
+        outcomes = revalidate(args.experiments or None, device=device)
+        failed = [o.name for o in outcomes if not o.validated]
+        sys.stdout.flush()
+    print(format_status(status(args.device)))
+    if failed:
+        print(
+            f"\nnot reproduced by the current code, so still stale: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code.
 
@@ -151,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:24s} [{exp.chapter}] {exp.description}")
             return 0
         if args.command == "status":
-            from bnlib.status import format_status, status
-
-            print(format_status(status(args.device)))
-            return 0
+            return _status(args)
         if args.command == "run":
             return _run(args)
         from bnlib.bench import run_benchmarks

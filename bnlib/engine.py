@@ -30,6 +30,7 @@ __all__ = [
     "accuracy",
     "batch_indices",
     "log_steps",
+    "ModelState",
     "preserved_state",
     "progress_bar",
     "train",
@@ -93,27 +94,48 @@ def log_steps(steps: int, points: int = 30) -> list[int]:
     return sorted(s for s in grid if 0 <= s <= steps)
 
 
+@dataclass
+class ModelState:
+    """What evaluation must leave as it found it: a model's buffers (BN running
+    statistics), its parameters' gradients and its train/eval mode."""
+
+    buffers: dict[str, torch.Tensor]
+    grads: dict[nn.Parameter, torch.Tensor | None]
+    training: bool
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ModelState:
+        """A copy of ``model``'s current state."""
+        return cls(
+            buffers={name: b.clone() for name, b in model.named_buffers()},
+            grads={p: p.grad for p in model.parameters()},
+            training=model.training,
+        )
+
+    def restore(self, model: nn.Module) -> None:
+        """Put ``model`` back in this state (in place)."""
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(self.buffers[name])
+        for p, g in self.grads.items():
+            p.grad = g
+        model.train(self.training)
+
+
 @contextlib.contextmanager
 def preserved_state(model: nn.Module) -> Iterator[None]:
     """Run code on ``model`` and then restore its buffers (BN running statistics), its
-    gradients and its train/eval mode.
+    gradients and its train/eval mode (:class:`ModelState`).
 
     Evaluation must not change the model: a forward pass in train mode updates BN's
     running statistics, which would let evaluation data (test data!) into the training
     state. Every evaluation in bnlib runs inside this context.
     """
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    grads = {p: p.grad for p in model.parameters()}
-    training = model.training
+    state = ModelState.of(model)
     try:
         yield
     finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-        for p, g in grads.items():
-            p.grad = g
-        model.train(training)
+        state.restore(model)
 
 
 @torch.no_grad()

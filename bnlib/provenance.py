@@ -65,7 +65,18 @@ NOT_COMPUTATION = (
 
 
 def _module_path(module: str, root: Path) -> Path | None:
-    """The source file of ``bnlib.x.y`` under ``root`` (bnlib's folder), if any."""
+    """The source file of ``bnlib.x.y`` under ``root`` (bnlib's folder), if any; for a
+    module outside bnlib (an experiment registered by a user's or a test's module), the
+    file Python imports it from."""
+    if module.split(".")[0] != "bnlib":
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            return None
+        origin = spec.origin if spec is not None else None
+        return Path(origin) if origin and origin.endswith(".py") else None
     parts = module.split(".")[1:]
     base = root.joinpath(*parts) if parts else root
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
@@ -307,7 +318,7 @@ def reached_definitions(
     """
     root = Path(package_dir) if package_dir is not None else PACKAGE_DIR
     if _module_path(module, root) is None:
-        raise ValueError(f"no bnlib module {module!r} under {root}")
+        raise ValueError(f"no module {module!r} under {root} or on Python's path")
     indexes: dict[str, _ModuleIndex] = {}
 
     def index(name: str) -> _ModuleIndex:
@@ -374,7 +385,10 @@ def reached_definitions(
 def git_revision(cwd: str | os.PathLike | None = None) -> str:
     """The git revision of the checkout holding bnlib, with ``-dirty`` if it has changes.
 
-    Returns ``"unknown"`` outside a git checkout (an installed wheel, say).
+    Changes count in tracked files outside ``results/`` (a result being written is not a
+    change of the code that computes it) and in untracked files under ``bnlib/`` (a new
+    module an experiment may import). Returns ``"unknown"`` outside a git checkout (an
+    installed wheel, say).
     """
     cwd = Path(cwd) if cwd is not None else PACKAGE_DIR.parent
 
@@ -386,10 +400,29 @@ def git_revision(cwd: str | os.PathLike | None = None) -> str:
 
     try:
         rev = git("rev-parse", "--short=12", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
+        new = git("status", "--porcelain", "--untracked-files=all", "--", "bnlib")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{rev}-dirty" if dirty else rev
+    return f"{rev}-dirty" if dirty or new else rev
+
+
+def clean_revision(cwd: str | os.PathLike | None = None) -> str | None:
+    """The commit of a checkout without changes (:func:`git_revision`), else None.
+
+    Outside a git checkout, ``"unknown"``: nothing there can be committed.
+    """
+    revision = git_revision(cwd)
+    return None if revision.endswith("-dirty") else revision
+
+
+def is_clean_commit(revision: object) -> bool:
+    """Whether a recorded git revision names a commit without uncommitted changes."""
+    return (
+        isinstance(revision, str)
+        and revision not in ("", "unknown")
+        and not (revision.endswith("-dirty"))
+    )
 
 
 def device_description(device: str | None = None) -> str:

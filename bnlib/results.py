@@ -46,8 +46,10 @@ __all__ = [
     "Result",
     "ResultsNotWritableError",
     "cache_key",
+    "committed_store",
     "ensure_writable",
     "load_or_compute",
+    "record_validation",
     "results_dir",
 ]
 
@@ -91,6 +93,16 @@ def results_dir() -> Path:
     if (repo / "_config.yml").exists():
         return repo / "results"
     return Path("results")
+
+
+def committed_store() -> bool:
+    """Whether results are stored in the repository's own ``results/`` folder, whose full
+    results are committed (rather than a folder of a user's or a test's)."""
+    repo = PACKAGE_DIR.parent / "results"
+    try:
+        return results_dir().resolve() == repo.resolve()
+    except OSError:
+        return False
 
 
 def _canonical(config: dict) -> str:
@@ -347,3 +359,31 @@ def prune_others(result: Result) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
+
+
+def record_validation(result: Result, *, key: str, code_hash: str, validation: dict) -> Result:
+    """Record that the current code reproduces a stored result (:mod:`bnlib.validation`).
+
+    The result's JSON takes the new ``key`` and ``code_hash`` (so that the current code
+    finds it), keeps its provenance (where and when it was computed) and appends
+    ``validation`` to its ``validations``; its two files are renamed to the new key. The
+    new files are written completely before the old ones are removed, so an interruption
+    leaves the old result or the new one, never neither.
+
+    Returns:
+        The result at its new path.
+    """
+    meta = dict(result.meta)
+    meta.setdefault("computed_code_hash", meta.get("code_hash"))
+    meta["key"], meta["code_hash"] = key, code_hash
+    meta["validations"] = [*meta.get("validations", []), validation]
+    folder = result.path.parent
+    parquet, meta_path = folder / f"{key}.parquet", folder / f"{key}.json"
+    old_parquet, old_meta = result.path, result.path.with_suffix(".json")
+    if parquet != old_parquet:
+        _write_atomically(parquet, lambda p: p.write_bytes(old_parquet.read_bytes()))
+    _write_atomically(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    if parquet != old_parquet:
+        old_meta.unlink(missing_ok=True)
+        old_parquet.unlink(missing_ok=True)
+    return Result(result.frame, meta, parquet)

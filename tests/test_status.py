@@ -1,5 +1,5 @@
-"""bnlib.status: the status table, the full-run estimates, and the drift check of
-committed full results (which runs on every committed result in results/full)."""
+"""bnlib.status: the status table and the full-run estimates; the provenance of every
+committed full result (its drift check is in test_validation.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bnlib import experiments, status
+from bnlib import experiments, status, validation
 from bnlib.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,25 +42,15 @@ def test_status_lists_every_experiment_and_estimates_from_the_quick_run(results,
     assert "sigmoid_saturation" in capsys.readouterr().out
 
 
-def test_prefix_config_cuts_only_the_steps():
-    config = {"steps": 50_000, "mlp_steps": 10, "seeds": [0, 1], "points": 40}
-    assert status.prefix_config(config, 40) == {
-        "steps": 40,
-        "mlp_steps": 10,
-        "seeds": [0, 1],
-        "points": 40,
-    }
-
-
 def test_drift_check_passes_on_the_same_code_and_names_a_changed_result(results):
     experiments.run("bias_blowup", "full", steps=120)  # a short stand-in for the full run
-    compared, problem = status.drift("bias_blowup")
+    compared, problem = validation.drift("bias_blowup")
     assert problem is None and compared > 10
     stored = next((results / "full" / "bias_blowup").glob("*.parquet"))
     frame = pd.read_parquet(stored)
     frame.loc[frame["step"] == 1, "value"] *= 1.5  # what a change to the computation does
     frame.to_parquet(stored, index=False)
-    compared, problem = status.drift("bias_blowup")
+    compared, problem = validation.drift("bias_blowup")
     assert problem is not None
     assert "bias_blowup" in problem and "python -m bnlib run bias_blowup --profile full" in problem
 
@@ -76,19 +66,6 @@ def test_run_all_runs_what_is_missing_once_and_says_so(results, capsys, monkeypa
     assert main(["run", "--all", "sigmoid_saturation"]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(["run"]) == 2
-
-
-@pytest.mark.skipif(not COMMITTED, reason="no full result is committed in results/full")
-@pytest.mark.parametrize("name", COMMITTED)
-def test_committed_full_result_is_reproduced_by_the_current_code(name, monkeypatch):
-    from bnlib.book import full_result
-
-    monkeypatch.setenv("BNLIB_RESULTS", str(REPO / "results"))
-    compared, problem = status.drift(name)
-    assert problem is None, problem
-    stored = full_result(name)
-    if name not in status.NO_PREFIX and "step" in stored.frame.columns:
-        assert compared > 0, "no rows of the prefix run were compared"
 
 
 @pytest.mark.parametrize("name", COMMITTED)

@@ -22,16 +22,53 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from bnlib.provenance import computation_hash
 from bnlib.results import Result, load_or_compute, prune_others
 
-__all__ = ["PROFILES", "REGISTRY", "Experiment", "get", "profile_name", "register", "run"]
+__all__ = [
+    "PROFILES",
+    "REGISTRY",
+    "Experiment",
+    "Reproduction",
+    "get",
+    "profile_name",
+    "register",
+    "run",
+]
 
 PROFILES = ("smoke", "quick", "full")
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """How to check, without recomputing it whole, that the current code still computes an
+    experiment's committed full result (:mod:`bnlib.validation`).
+
+    Attributes:
+        subset: arguments that replace the full profile's to compute **a part of the full
+            run at its full length** (one seed, a few sweep points; never fewer steps):
+            every row it returns is a row of the full result, which ``python -m bnlib
+            status --revalidate`` compares with the committed one. ``{}`` recomputes the
+            whole full run (for experiments of seconds).
+        prefix: further arguments for the drift check that ``make test`` runs on every
+            committed result (the subset's first :data:`bnlib.validation.PREFIX_STEPS`
+            steps; step arguments are cut to that anyway), e.g. fewer checkpoints; ``None``
+            when a shorter run has no rows in common with the full one (``why`` says why).
+        rtol, atol: the tolerance of the comparison (relative and absolute, per value).
+            The default absorbs float32 round-off between torch versions and thread
+            counts; a change to the computation moves values by far more.
+        why: why ``prefix`` is None, or why the tolerance is wider than the default.
+    """
+
+    subset: dict = field(default_factory=dict)
+    prefix: dict | None = field(default_factory=dict)
+    rtol: float = 2e-3
+    atol: float = 2e-3
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +79,7 @@ class Experiment:
     function: Callable[..., pd.DataFrame]
     profiles: dict[str, dict]
     chapter: str
+    reproduction: Reproduction = field(default_factory=Reproduction)
 
     @property
     def description(self) -> str:
@@ -52,26 +90,46 @@ class Experiment:
 REGISTRY: dict[str, Experiment] = {}
 
 
-def register(name: str, chapter: str, *, smoke: dict, quick: dict, full: dict):
-    """Decorator: register ``function`` as experiment ``name`` with its three profiles.
+def register(
+    name: str,
+    chapter: str,
+    *,
+    smoke: dict,
+    quick: dict,
+    full: dict,
+    reproduce: Reproduction | None = None,
+):
+    """Decorator: register ``function`` as experiment ``name``: everything about it in one
+    place.
+
+    Args:
+        name: the experiment's name (``python -m bnlib run NAME``, ``book.result(NAME)``).
+        chapter: the title of the chapter that shows it.
+        smoke, quick, full: its three profiles, each a dict of keyword arguments of the
+            function (see the module docstring).
+        reproduce: how a code change is checked against its committed full result
+            (:class:`Reproduction`); default: the whole full run, for cheap experiments.
 
     The same function may be registered under several names (one per figure), each with
-    its own profiles. Each profile's dict holds keyword arguments of the function.
+    its own profiles.
     """
 
     def wrap(function: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
         if name in REGISTRY:
             raise ValueError(f"experiment {name!r} is registered twice")
         profiles = {"smoke": smoke, "quick": quick, "full": full}
+        reproduction = reproduce or Reproduction()
         parameters = inspect.signature(function).parameters
-        for profile, config in profiles.items():
+        checked = {**profiles, "reproduction subset": reproduction.subset}
+        checked["reproduction prefix"] = reproduction.prefix or {}
+        for profile, config in checked.items():
             unknown = sorted(set(config) - set(parameters))
             if unknown:
                 raise TypeError(
                     f"experiment {name!r}, profile {profile!r}: {function.__name__}() takes no "
                     f"argument {', '.join(map(repr, unknown))}"
                 )
-        REGISTRY[name] = Experiment(name, function, profiles, chapter)
+        REGISTRY[name] = Experiment(name, function, profiles, chapter, reproduction)
         return function
 
     return wrap
@@ -159,3 +217,13 @@ def _load_all() -> None:
         noise_controls,
         output_gradients,
     )
+
+
+#: Why a shorter run has no rows in common with the full one (:attr:`Reproduction.why`).
+MEASURES_AT_FRACTIONS = (
+    "it measures at fractions of the run's length, so a shorter run measures at other steps"
+)
+MEASURES_AT_END = (
+    "it measures once, at the end of the run (or of runs whose length its other arguments "
+    "set), which a shorter run reaches sooner"
+)

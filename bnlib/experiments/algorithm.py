@@ -17,7 +17,7 @@ from torch import nn
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import accuracy, log_steps, preserved_state, train
-from bnlib.experiments import register
+from bnlib.experiments import Reproduction, register
 from bnlib.models import MLP
 from bnlib.norm import BatchNorm, BatchNormFunction, population_statistics
 
@@ -271,6 +271,7 @@ def _bn_layers(model: nn.Module) -> list[BatchNorm]:
     smoke={"steps": 20, "momenta": [0.1, 0.01, None], "points": 4, "population_examples": 500},
     quick={"steps": 1000, "momenta": [0.1, 0.01, None]},
     full={"steps": 50_000, "momenta": [0.1, 0.01, 0.001, None], "points": 30},
+    reproduce=Reproduction(subset={"momenta": [0.1]}),
 )
 def running_statistics(
     steps: int = 1000,

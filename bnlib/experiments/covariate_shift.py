@@ -22,7 +22,7 @@ from bnlib import data as datasets
 from bnlib import probes
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import Member, StackedRun, batch_indices, log_steps
-from bnlib.experiments import register
+from bnlib.experiments import Reproduction, register
 from bnlib.models import MLP
 from bnlib.progress import progress_bar
 
@@ -97,6 +97,7 @@ def sigmoid_saturation(
     smoke={"steps": 30, "seeds": [0, 1], "points": 5, "probe_examples": 200},
     quick={"steps": 3000, "seeds": [0, 1, 2], "points": 20},
     full={"steps": 50_000, "seeds": [0, 1, 2, 3, 4], "points": 40},
+    reproduce=Reproduction(subset={"seeds": [0]}),
 )
 def ioffe_figure1(
     steps: int = 3000,
@@ -348,6 +349,14 @@ NOISY_VARIANTS = {
     smoke={"steps": 20, "seeds": [0, 1], "lrs": [0.1, 0.5], "points": 4},
     quick={"steps": 2000, "seeds": [0, 1, 2], "lrs": [0.1, 0.5], "points": 16},
     full={"steps": 20_000, "seeds": [0, 1, 2, 3, 4], "lrs": [0.05, 0.1, 0.5, 1.0], "points": 30},
+    reproduce=Reproduction(
+        subset={"seeds": [0], "lrs": [0.05]},
+        prefix=None,
+        why=(
+            "its measurements at the logged steps draw from the training noise's random "
+            "stream, so a run logged at other steps trains with other noise"
+        ),
+    ),
 )
 def noisy_bn(
     steps: int = 2000,

@@ -42,7 +42,7 @@ from bnlib import probes
 from bnlib.data import Split
 from bnlib.device import pick_device
 from bnlib.engine import Member, StackedRun, _whole_number, accuracy, preserved_state
-from bnlib.experiments import register
+from bnlib.experiments import MEASURES_AT_END, MEASURES_AT_FRACTIONS, Reproduction, register
 from bnlib.models import ACTIVATIONS, MemberLoop, unstack_member
 from bnlib.norm import population_statistics
 from bnlib.norm_variants import (
@@ -247,6 +247,16 @@ _FACTOR_QUICK = {
         "seeds": [0, 1],
         "steps": 3000,
     },
+    reproduce=Reproduction(
+        subset={
+            "seeds": [0],
+            "activations": ["sigmoid"],
+            "optimizers": ["sgd"],
+            "batch_sizes": [64],
+        },
+        prefix=None,
+        why=MEASURES_AT_FRACTIONS,
+    ),
 )
 def factor_study(
     activations: Sequence[str] = ("sigmoid", "tanh", "relu", "leaky_relu", "softplus"),
@@ -363,6 +373,7 @@ def _weight_and_gradient_rows(run: StackedRun, batch: Split) -> list[dict]:
     smoke={"steps": 6, "measure_points": 3},
     quick={"steps": 1000},
     full={"steps": 10_000, "seeds": [0, 1, 2]},
+    reproduce=Reproduction(subset={"seeds": [0]}),
 )
 def layer_diagnostics(
     activation: str = "sigmoid",
@@ -447,6 +458,7 @@ def _digits(split: Split, digits: Sequence[int]) -> Split:
     smoke={"steps": 6, "seeds": [0]},
     quick={"steps": 600, "seeds": [0, 1, 2]},
     full={"steps": 3000, "seeds": [0, 1, 2, 3, 4]},
+    reproduce=Reproduction(subset={"seeds": [0]}),
 )
 def class_mismatch(
     minority_per_majority: Sequence[int] = (1, 9, 19, 99),
@@ -554,6 +566,11 @@ _SMALL_QUICK = {
         "base_lrs": [0.025, 0.1],
         "batch_sizes": [2, 4, 8, 16, 32, 64, 128],
     },
+    reproduce=Reproduction(
+        subset={"batch_sizes": [128], "norms": ["bn", "none"]},
+        prefix=None,
+        why=MEASURES_AT_END,
+    ),
 )
 def small_batches(
     batch_sizes: Sequence[int] = (2, 4, 8, 16, 32, 64, 128),
@@ -623,6 +640,7 @@ def small_batches(
     smoke={"steps": 8, "lrs": [0.1], "measure_points": 2},
     quick={"steps": 3000, "seeds": [0, 1], "measure_points": 5},
     full={"steps": 12_000, "seeds": [0, 1]},
+    reproduce=Reproduction(subset={"seeds": [0]}, prefix=None, why=MEASURES_AT_FRACTIONS),
 )
 def batch_renorm(
     batch_size: int = 4,
@@ -715,6 +733,9 @@ def batch_renorm(
     },
     quick={"steps": 100, "seeds": [0], "measure_points": 2},
     full={"steps": 300, "seeds": [0, 1]},
+    reproduce=Reproduction(
+        subset={"seeds": [0], "ghost_sizes": [256, 16]}, prefix=None, why=MEASURES_AT_FRACTIONS
+    ),
 )
 def ghost_batch_norm(
     batch_size: int = 256,
@@ -805,6 +826,7 @@ def _evaluations(model: nn.Module, test: Split, train: Split, batch_size: int) -
     smoke={"checkpoints": [1, 3], "test_examples": 64, "statistics_examples": 256},
     quick={"checkpoints": [10, 30, 100, 300, 1000]},
     full={"checkpoints": [10, 30, 100, 300, 1000, 3000], "seeds": [0, 1, 2]},
+    reproduce=Reproduction(subset={"seeds": [0]}, prefix={"checkpoints": [10, 30]}),
 )
 def inference_pitfalls(
     checkpoints: Sequence[int] = (10, 30, 100, 300, 1000),
@@ -871,6 +893,9 @@ def inference_pitfalls(
     smoke={"steps": 6, "measure_points": 2},
     quick={"steps": 1500, "seeds": [0]},
     full={"steps": 6000, "seeds": [0, 1]},
+    reproduce=Reproduction(
+        subset={"seeds": [0], "rates": [0.0, 0.5]}, prefix=None, why=MEASURES_AT_FRACTIONS
+    ),
 )
 def dropout(
     rates: Sequence[float] = (0.0, 0.2, 0.5),
@@ -970,6 +995,9 @@ def _freeze_except(run: StackedRun, mode: str) -> int:
     },
     quick={"steps": 400, "widths": [16, 32, 64], "measure_points": 1},
     full={"steps": 800, "test_examples": 10_000},
+    reproduce=Reproduction(
+        subset={"modes": ["all"], "lrs": [0.1]}, prefix=None, why=MEASURES_AT_FRACTIONS
+    ),
 )
 def bn_only(
     modes: Sequence[str] = tuple(_TRAINED),

@@ -27,7 +27,7 @@ import torch
 from bnlib import datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import _whole_number, train
-from bnlib.experiments import register
+from bnlib.experiments import MEASURES_AT_END, Reproduction, register
 from bnlib.experiments.large_steps import HE_RELU_GAIN
 from bnlib.experiments.learning_rate import _DEEP_MLP, final_rows, lr_sweep
 from bnlib.models import build_model
@@ -56,6 +56,9 @@ _LARGE_LR = {"lr": 0.1, "norms": ["torch"]}
     smoke=_NOISE_SMOKE,
     quick=_NOISE_QUICK,
     full=_NOISE_FULL,
+    reproduce=Reproduction(
+        subset={"seeds": [0], "batch_sizes": [4, 8]}, prefix={"checkpoints": [0, 300]}
+    ),
 )
 @register(
     "gradient_noise_small_lr",
@@ -63,6 +66,9 @@ _LARGE_LR = {"lr": 0.1, "norms": ["torch"]}
     smoke={**_NOISE_SMOKE, **_SMALL_LR},
     quick={**_NOISE_QUICK, **_SMALL_LR},
     full={**_NOISE_FULL, **_SMALL_LR},
+    reproduce=Reproduction(
+        subset={"seeds": [0], "batch_sizes": [4, 8]}, prefix={"checkpoints": [0, 300]}
+    ),
 )
 @register(
     "gradient_noise_large_lr",
@@ -70,6 +76,9 @@ _LARGE_LR = {"lr": 0.1, "norms": ["torch"]}
     smoke={**_NOISE_SMOKE, **_LARGE_LR},
     quick={**_NOISE_QUICK, **_LARGE_LR},
     full={**_NOISE_FULL, **_LARGE_LR},
+    reproduce=Reproduction(
+        subset={"seeds": [0], "batch_sizes": [4, 8]}, prefix={"checkpoints": [0, 300]}
+    ),
 )
 def gradient_noise(
     batch_sizes: Sequence[int] = (8, 32, 128, 512),
@@ -246,6 +255,9 @@ _QUICK_GRID = {
         "epochs": 5,
         "seeds": [0, 1, 2],
     },
+    reproduce=Reproduction(
+        subset={"seeds": [0], "batch_sizes": [128]}, prefix=None, why=MEASURES_AT_END
+    ),
 )
 def lr_batch_sweep(
     batch_sizes: Sequence[int] = (32, 128, 512),

@@ -35,7 +35,7 @@ from torch import nn
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import accuracy, batch_indices, preserved_state, train
-from bnlib.experiments import register
+from bnlib.experiments import Reproduction, register
 from bnlib.experiments.learning_rate import final_rows, lr_grid, lr_sweep
 from bnlib.models import MLP, ResNet
 from bnlib.progress import progress_bar
@@ -116,6 +116,9 @@ def _logit_statistics(logits: torch.Tensor) -> dict[str, float]:
     smoke={"mlp_depths": [2, 5], "residual_depths": [4], "resnet_depths": [8], "images": 64},
     quick={},
     full={"seeds": [0, 1, 2, 3, 4], "images": 2000},
+    reproduce=Reproduction(
+        subset={"seeds": [0], "mlp_depths": [5, 100], "residual_depths": [10], "resnet_depths": [8]}
+    ),
 )
 def output_collapse(
     mlp_depths: Sequence[int] = (5, 10, 20, 50, 100),
@@ -194,6 +197,7 @@ def output_collapse(
     smoke={"n": 50, "depths": [1, 3], "draws": 1},
     quick={},
     full={"n": 1000, "draws": 10},
+    reproduce=Reproduction(subset={"depths": [1, 3]}),
 )
 def gaussian_products(
     n: int = 500,
@@ -246,6 +250,7 @@ def _jacobian_rows(jacobians: torch.Tensor, where: dict) -> list[dict]:
         "examples": 8,
         "seeds": [0, 1, 2],
     },
+    reproduce=Reproduction(subset={"depths": [1, 3], "seeds": [0], "activations": ["linear"]}),
 )
 def network_spectra(
     depths: Sequence[int] = (1, 3, 5, 10),
@@ -310,6 +315,9 @@ _SIGMOID_GAIN = {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}
     smoke=_JACOBIANS_SMOKE,
     quick={},
     full=_JACOBIANS_FULL,
+    reproduce=Reproduction(
+        subset={"seeds": [0], "activations": ["sigmoid"]}, prefix={"checkpoints": [0, 10, 100]}
+    ),
 )
 @register(
     "jacobians_relu_small_lr",
@@ -317,6 +325,7 @@ _SIGMOID_GAIN = {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}
     smoke={**_JACOBIANS_SMOKE, **_RELU_SMALL_LR},
     quick=_RELU_SMALL_LR,
     full={**_JACOBIANS_FULL, **_RELU_SMALL_LR},
+    reproduce=Reproduction(subset={"seeds": [0]}, prefix={"checkpoints": [0, 10, 100]}),
 )
 @register(
     "jacobians_sigmoid_gain",
@@ -324,6 +333,7 @@ _SIGMOID_GAIN = {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}
     smoke={**_JACOBIANS_SMOKE, **_SIGMOID_GAIN},
     quick=_SIGMOID_GAIN,
     full={**_JACOBIANS_FULL, **_SIGMOID_GAIN},
+    reproduce=Reproduction(subset={"seeds": [0]}, prefix={"checkpoints": [0, 10, 100]}),
 )
 def jacobians_over_training(
     activations: Sequence[str] = ("sigmoid", "relu"),
@@ -403,6 +413,7 @@ def jacobians_over_training(
     smoke={"depths": [4, 8], "width": 32, "batch_size": 32},
     quick={},
     full={"width": 500, "seeds": [0, 1, 2, 3, 4]},
+    reproduce=Reproduction(subset={"seeds": [0], "depths": [10, 25]}),
 )
 def gradient_explosion(
     depths: Sequence[int] = (10, 25, 50, 100),
@@ -481,6 +492,7 @@ def gradient_explosion(
     smoke={"depths": [2, 4], "lr_count": 1, "steps": 5, "width": 16},
     quick={},
     full={"depths": [5, 10, 25, 50, 100], "steps": 2000, "seeds": [0, 1]},
+    reproduce=Reproduction(subset={"seeds": [0], "depths": [5, 100]}),
 )
 def depth_trainability(
     depths: Sequence[int] = (5, 10, 25, 50),
@@ -533,6 +545,7 @@ def depth_trainability(
     smoke={"depth": 6, "width": 32, "batch_size": 32},
     quick={},
     full={"depth": 100, "width": 500, "seeds": [0, 1, 2, 3, 4]},
+    reproduce=Reproduction(subset={"seeds": [0]}),
 )
 def init_schemes(
     depth: int = 50,
@@ -588,6 +601,7 @@ def init_schemes(
     smoke={"blocks": 4, "width": 32, "batch_size": 32},
     quick={},
     full={"blocks": 100, "width": 500, "seeds": [0, 1, 2, 3, 4]},
+    reproduce=Reproduction(subset={"seeds": [0]}),
 )
 def residual_variance(
     blocks: int = 50,
@@ -656,6 +670,7 @@ SKIPINIT_VARIANTS = {"none": ("none", False), "bn": ("torch", False), "skipinit"
         "steps": 2340,
         "seeds": [0, 1, 2],
     },
+    reproduce=Reproduction(subset={"seeds": [0], "variants": ["skipinit"]}),
 )
 def skipinit_sweep(
     variants: Sequence[str] = tuple(SKIPINIT_VARIANTS),

@@ -29,7 +29,7 @@ from torch import nn
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import Member, StackedRun, accuracy, batch_indices, preserved_state
-from bnlib.experiments import register
+from bnlib.experiments import MEASURES_AT_END, Reproduction, register
 from bnlib.experiments.learning_rate import lr_grid
 from bnlib.landscape import along_gradient, unit_weight_norms
 from bnlib.landscape import effective_lr as effective_rate
@@ -187,6 +187,7 @@ def _rms_weight_norm(model: nn.Module) -> float:
     smoke={"network": "vgg", "steps": 6, "points": 2, "factors": [0.5, 4.0], "count": 2},
     quick={"network": "vgg", "steps": 600, "points": 13},
     full={"network": "vgg", "steps": 3000, "points": 31, "widths": [32, 64, 128]},
+    reproduce=Reproduction(subset={"norms": ["bn"]}, prefix=None, why=MEASURES_AT_END),
 )
 @register(
     "linear_landscape",
@@ -201,6 +202,7 @@ def _rms_weight_norm(model: nn.Module) -> float:
     },
     quick={"network": "linear", "lr": 1e-6, "factors": [0.01, 30.0], "steps": 1000, "points": 21},
     full={"network": "linear", "lr": 1e-6, "factors": [0.01, 30.0], "steps": 10_000, "points": 201},
+    reproduce=Reproduction(subset={"norms": ["bn"]}),
 )
 def landscape(
     network: str = "vgg",
@@ -296,6 +298,9 @@ def _eval_accuracy(model: nn.Module, test: datasets.Split) -> float:
     smoke={"steps": 6, "points": 2, "seeds": [0]},
     quick={"steps": 300, "points": 7, "seeds": [0]},
     full={"steps": 2000, "points": 11, "seeds": [0, 1]},
+    reproduce=Reproduction(
+        subset={"seeds": [0], "norms": ["bn"]}, prefix=None, why=MEASURES_AT_END
+    ),
 )
 def lp_normalization(
     norms: Sequence[str] = NORMALIZATIONS,
@@ -399,6 +404,7 @@ def _bn_response(
     smoke={},
     quick={},
     full={"batch_size": 256, "seeds": [0, 1, 2, 3, 4]},
+    reproduce=Reproduction(subset={"seeds": [0, 1]}),
 )
 def scale_invariance(
     scales: Sequence[float] = (0.01, 0.1, 0.5, 2.0, 10.0, 100.0),
@@ -466,6 +472,7 @@ _EFFECTIVE_LR = {
     smoke={**_EFFECTIVE_LR, "lr_count": 2, "weight_decays": [0.0, 1e-3], "steps": 6, "points": 2},
     quick=_EFFECTIVE_LR,
     full={**_EFFECTIVE_LR, "steps": 9360, "points": 25, "seeds": [0, 1]},
+    reproduce=Reproduction(subset={"seeds": [0], "weight_decays": [0.0001]}),
 )
 def effective_lr(
     lr_range: Sequence[float] = (1e-4, 1.0),

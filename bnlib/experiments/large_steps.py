@@ -31,7 +31,7 @@ import torch
 from bnlib import datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import batch_indices
-from bnlib.experiments import register
+from bnlib.experiments import Reproduction, register
 from bnlib.models import ResNet
 from bnlib.progress import progress_bar
 from bnlib.step import (
@@ -89,6 +89,7 @@ def _blocks(model: ResNet) -> dict[int, torch.nn.Module]:
     },
     quick={"depths": [20, 56, 110], "inits": ["he", "lecun"]},
     full={"depths": [20, 56, 110], "inits": ["he", "lecun"], "seeds": [0, 1, 2]},
+    reproduce=Reproduction(subset={"depths": [20], "inits": ["lecun"], "seeds": [0]}),
 )
 def relative_loss(
     depths: Sequence[int] = (20, 56),
@@ -168,6 +169,7 @@ def relative_loss(
     smoke={"depth": 14, "batch_size": 16},
     quick={"depth": 110},
     full={"depth": 110, "seeds": [0, 1, 2, 3, 4], "batch_size": 512},
+    reproduce=Reproduction(subset={"seeds": [0], "inits": ["lecun"]}),
 )
 def activation_growth(
     depth: int = 110,
@@ -233,6 +235,7 @@ _LARGE_BN_STEP = {"norms": ["torch"], "step_size": 1.0}
     smoke=_ALONG_SMOKE,
     quick=_ALONG_QUICK,
     full=_ALONG_FULL,
+    reproduce=Reproduction(subset={"fractions": 2}),
 )
 @register(
     "activations_along_large_bn_step",
@@ -240,6 +243,7 @@ _LARGE_BN_STEP = {"norms": ["torch"], "step_size": 1.0}
     smoke={**_ALONG_SMOKE, **_LARGE_BN_STEP},
     quick={**_ALONG_QUICK, **_LARGE_BN_STEP},
     full={**_ALONG_FULL, **_LARGE_BN_STEP},
+    reproduce=Reproduction(subset={"fractions": 2}),
 )
 def activations_along_step(
     depth: int = 110,
@@ -322,6 +326,7 @@ def activations_along_step(
     smoke={"depths": [14], "images": 16},
     quick={"depths": [20, 110], "seeds": [0, 1, 2]},
     full={"depths": [20, 56, 110], "seeds": [0, 1, 2, 3, 4]},
+    reproduce=Reproduction(subset={"depths": [20], "seeds": [0]}),
 )
 def gradients_at_init(
     depths: Sequence[int] = (110,),

@@ -18,7 +18,7 @@ from bnlib import datasets, probes
 from bnlib.data import Split
 from bnlib.device import pick_device
 from bnlib.engine import Member, StackedRun, _whole_number
-from bnlib.experiments import register
+from bnlib.experiments import Reproduction, register
 
 __all__ = ["final_rows", "lr_grid", "lr_sweep"]
 
@@ -68,6 +68,14 @@ _QUICK_SWEEP = {
         "seeds": [0, 1, 2],
         "steps": 9360,
     },
+    reproduce=Reproduction(
+        subset={"seeds": [0], "norms": ["torch"]},
+        prefix=None,
+        why=(
+            "its learning-rate drop and its logged steps are fractions of the run's length, "
+            "so a shorter run drops at another step and logs at other steps"
+        ),
+    ),
 )
 def lr_sweep(
     architecture: str = "mlp",

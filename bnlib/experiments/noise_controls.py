@@ -32,7 +32,7 @@ from torch import nn
 from bnlib import datasets
 from bnlib.device import pick_device
 from bnlib.engine import _whole_number
-from bnlib.experiments import REGISTRY, register
+from bnlib.experiments import REGISTRY, Reproduction, register
 from bnlib.experiments.gradient_noise import _noise, _trained_with, lr_batch_sweep
 from bnlib.experiments.large_steps import HE_RELU_GAIN
 from bnlib.spectra import _is_batch_norm, frozen_batch_statistics
@@ -91,6 +91,9 @@ def _noise_profile(profile: str, **extra) -> dict:
     smoke=_noise_profile("smoke", population=256),
     quick=_noise_profile("quick"),
     full=_noise_profile("full"),
+    reproduce=Reproduction(
+        subset={"seeds": [0], "batch_sizes": [4, 8]}, prefix={"checkpoints": [0, 300]}
+    ),
 )
 def frozen_statistics_noise(
     batch_sizes: Sequence[int] = (8, 32, 128, 512),
@@ -177,6 +180,7 @@ def _same_steps(profile: str, steps: int) -> dict:
     # one epoch at the middle batch size (256); in the full profile, five
     quick=_same_steps("quick", 234),
     full=_same_steps("full", 1172),
+    reproduce=Reproduction(subset={"seeds": [0], "batch_sizes": [128]}),
 )
 def fixed_steps_batch_sweep(
     batch_sizes: Sequence[int] = (64, 256, 1024),

@@ -21,7 +21,7 @@ import pandas as pd
 
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
-from bnlib.experiments import register
+from bnlib.experiments import Reproduction, register
 from bnlib.experiments.initialization import INIT_SCHEMES
 from bnlib.models import MLP
 from bnlib.step import output_gradients
@@ -35,6 +35,7 @@ __all__ = ["mlp_output_gradients"]
     smoke={"depths": [5], "images": 16},
     quick={},
     full={"seeds": [0, 1, 2, 3, 4]},
+    reproduce=Reproduction(subset={"seeds": [0]}),
 )
 def mlp_output_gradients(
     depths: Sequence[int] = (10, 50),
