@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from bnlib.arguments import whole_number
 from bnlib.data import Split
 from bnlib.progress import progress_bar
 
@@ -35,24 +36,6 @@ __all__ = [
     "progress_bar",
     "train",
 ]
-
-
-def _whole_number(
-    value: object, name: str, low: int, high: int | None = None, note: str = ""
-) -> int:
-    """``value`` as an int in ``low..high``, else a clear error naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        example = low
-        if isinstance(value, float) and math.isfinite(value):
-            example = max(low, round(value))
-        raise TypeError(
-            f"{name} must be a whole number (an int), got {value!r} "
-            f"({type(value).__name__}). Fix: pass an int, e.g. {name}={example}"
-        )
-    if value < low or (high is not None and value > high):
-        bound = f"in {low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}{note}, got {value}")
-    return int(value)
 
 
 def batch_indices(
@@ -70,8 +53,8 @@ def batch_indices(
             not at the first batch).
         ValueError: ``batch_size`` is not in ``1..n`` (the data size), or ``steps < 0``.
     """
-    batch_size = _whole_number(batch_size, "batch_size", 1, n, " (the data size)")
-    steps = _whole_number(steps, "steps", 0)
+    batch_size = whole_number(batch_size, "batch_size", 1, n, " (the data size)")
+    steps = whole_number(steps, "steps", 0)
     return _batches(n, batch_size, steps, generator, device)
 
 
@@ -313,7 +296,7 @@ class StackedRun:
         for m in members:
             if not m.lr > 0:
                 raise ValueError(f"learning rate must be > 0, got {m.lr}")
-        _whole_number(batch_size, "batch_size", 1, len(data.y), " (the data size)")
+        whole_number(batch_size, "batch_size", 1, len(data.y), " (the data size)")
         self.device = pick_device(device)
         self.members = list(members)
         self.k = len(members)
@@ -430,7 +413,7 @@ class StackedRun:
         Raises:
             TypeError, ValueError: ``steps`` is not a whole number >= 1.
         """
-        steps = _whole_number(steps, "steps", 1)
+        steps = whole_number(steps, "steps", 1)
         log_at = set(log_at)
         rows: list[dict] = []
         if self.step == 0 and 0 in log_at:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -35,8 +35,10 @@ __all__ = [
     "batch_norm",
     "batch_norm_backward",
     "batch_norm_forward",
+    "is_batch_norm",
     "population_statistics",
     "replayed_noise",
+    "swap_batch_norms",
 ]
 
 
@@ -534,3 +536,32 @@ def replayed_noise(model: nn.Module) -> Iterator[None]:
     finally:
         for layer, flag in zip(layers, before):
             layer.replay = flag
+
+
+def is_batch_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a BN layer: bnlib's :class:`BatchNorm` or one of PyTorch's
+    (``nn.BatchNorm1d``, ``nn.BatchNorm2d``, ...)."""
+    return isinstance(module, (BatchNorm, nn.modules.batchnorm._BatchNorm))
+
+
+def swap_batch_norms(model: nn.Module, make: Callable[[nn.Module], nn.Module]) -> int:
+    """Replace every BN layer of ``model`` (bnlib's or PyTorch's) in place by ``make(bn)``.
+
+    Args:
+        model: any network, a stacked one or a :class:`bnlib.models.MemberLoop` included.
+        make: builds the replacement from the old layer (on its device; the layers of this
+            module take over its gamma and beta with :func:`group_norm`'s sharing, or copy
+            its state).
+
+    Returns:
+        The number of layers replaced.
+
+    Raises:
+        ValueError: ``model`` has no BN layer (build it with a BN norm first).
+    """
+    names = [name for name, m in model.named_modules() if is_batch_norm(m)]
+    if not names:
+        raise ValueError("the model has no BN layer to replace: build it with norm='torch'")
+    for name in names:
+        model.set_submodule(name, make(model.get_submodule(name)))
+    return len(names)

@@ -23,13 +23,11 @@ same shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnlib.norm import BatchNorm
+from bnlib.norm import swap_batch_norms
 
 __all__ = [
     "BatchRenorm",
@@ -40,8 +38,6 @@ __all__ = [
     "renorm_from",
     "swap_batch_norms",
 ]
-
-_BN_TYPES = (BatchNorm, nn.modules.batchnorm._BatchNorm)
 
 
 def _channel_dims(x: torch.Tensor) -> tuple[int, ...]:
@@ -286,29 +282,6 @@ class ExampleWeightedBatchNorm(nn.Module):
         var = (v + (m - mean) ** 2 + (b - 1) * (var + (mu - mean) ** 2)) / b
         y = (x - mean) / (var + self.bn.eps).sqrt()
         return _shape_like(self.bn.weight, x) * y + _shape_like(self.bn.bias, x)
-
-
-def swap_batch_norms(model: nn.Module, make: Callable[[nn.Module], nn.Module]) -> int:
-    """Replace every BN layer of ``model`` (bnlib's or PyTorch's) in place by ``make(bn)``.
-
-    Args:
-        model: any network, a stacked one or a :class:`bnlib.models.MemberLoop` included.
-        make: builds the replacement from the old layer (on its device; the layers of this
-            module take over its gamma and beta with :func:`group_norm`'s sharing, or copy
-            its state).
-
-    Returns:
-        The number of layers replaced.
-
-    Raises:
-        ValueError: ``model`` has no BN layer (build it with a BN norm first).
-    """
-    names = [name for name, m in model.named_modules() if isinstance(m, _BN_TYPES)]
-    if not names:
-        raise ValueError("the model has no BN layer to replace: build it with norm='torch'")
-    for name in names:
-        model.set_submodule(name, make(model.get_submodule(name)))
-    return len(names)
 
 
 def renorm_from(bn: nn.Module, **schedule) -> BatchRenorm:

@@ -23,14 +23,11 @@ it can drift during training.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from bnlib.norm import BatchNorm
-
-__all__ = ["LP_NORMS", "LpNorm", "replace_batch_norms"]
+__all__ = ["LP_NORMS", "LpNorm"]
 
 #: The :math:`p` of each l_p normalization, by the name the experiments use.
 LP_NORMS = {"l1": 1.0, "l2": 2.0, "linf": math.inf}
@@ -93,25 +90,3 @@ class LpNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, p={self.p}, momentum={self.momentum}, eps={self.eps}"
-
-
-def replace_batch_norms(model: nn.Module, make: Callable[[int], nn.Module]) -> nn.Module:
-    """Replace every BN layer of ``model`` (bnlib's or PyTorch's) in place by
-    ``make(num_features)``, on the same device.
-
-    Returns:
-        ``model``.
-
-    Raises:
-        ValueError: ``model`` has no BN layer to replace.
-    """
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, (BatchNorm, nn.modules.batchnorm._BatchNorm)):
-                device = next(child.buffers()).device
-                setattr(parent, name, make(child.num_features).to(device))
-                replaced += 1
-    if not replaced:
-        raise ValueError("the model has no BN layer to replace: build it with a BN norm")
-    return model

@@ -55,11 +55,13 @@ NOT_COMPUTATION = (
     "bnlib.cli",
     "bnlib.experiments",  # the registry; the profiles' configs are part of a result's key
     "bnlib.figures",
+    "bnlib.notebook",
     "bnlib.progress",  # progress bars and Stop: how a run is watched, not what it computes
     "bnlib.provenance",
     "bnlib.results",
     "bnlib.sphinx_ext",
     "bnlib.status",
+    "bnlib.validation",
     "bnlib.widgets",
 )
 
@@ -468,27 +470,3 @@ def provenance(device: str | None = None) -> dict[str, str]:
         "device": device_description(device),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-
-
-def setup_notebook(seed: int = 0, device: str | None = None) -> dict[str, str]:
-    """First call of every chapter: seed everything, set the figure style, print provenance.
-
-    Args:
-        seed: seed for Python, NumPy and torch generators.
-        device: ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None`` to pick the best available.
-
-    Returns:
-        The provenance dict (see :func:`provenance`), also printed on two lines.
-    """
-    from bnlib.device import seed_everything
-    from bnlib.figures.style import set_style
-
-    seed_everything(seed)
-    set_style()
-    info = provenance(device)
-    print(
-        f"bnlib {info['bnlib_version']} (source {info['bnlib_source']}, "
-        f"git {info['git_revision']})\n"
-        f"torch {info['torch_version']} | {info['device']} | {info['date']}"
-    )
-    return info

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from bnlib.engine import preserved_state
-from bnlib.norm import BatchNorm
+from bnlib.norm import is_batch_norm
 
 __all__ = [
     "frozen_batch_statistics",
@@ -125,10 +125,6 @@ def singular_value_summary(values: np.ndarray, small: float = 0.1) -> dict[str, 
     }
 
 
-def _is_batch_norm(module: nn.Module) -> bool:
-    return isinstance(module, (nn.modules.batchnorm._BatchNorm, BatchNorm))
-
-
 @contextlib.contextmanager
 def frozen_batch_statistics(model: nn.Module, x: torch.Tensor) -> Iterator[nn.Module]:
     """Inside the context, every BN layer of ``model`` normalizes with the statistics of
@@ -144,7 +140,7 @@ def frozen_batch_statistics(model: nn.Module, x: torch.Tensor) -> Iterator[nn.Mo
     Yields:
         ``model``.
     """
-    norms = [m for m in model.modules() if _is_batch_norm(m)]
+    norms = [m for m in model.modules() if is_batch_norm(m)]
     inputs: dict[nn.Module, torch.Tensor] = {}
 
     def keep(module, args):
@@ -207,7 +203,7 @@ def layer_jacobians(
     Returns:
         ``(B, n_out, n_in)``: one Jacobian per example.
     """
-    if model.training and any(_is_batch_norm(m) for m in model.modules()):
+    if model.training and any(is_batch_norm(m) for m in model.modules()):
         raise ValueError(
             "in train mode BN mixes the examples of a batch, so there is no per-example "
             "Jacobian: call model.eval(), or use frozen_batch_statistics(model, x)"

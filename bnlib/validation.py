@@ -121,6 +121,7 @@ def compare(
     rtol: float,
     atol: float,
     prefix: bool = False,
+    seed_spread: float | None = None,
 ) -> Comparison:
     """Compare ``fresh`` (recomputed rows) with the rows of ``stored`` they match.
 
@@ -128,9 +129,14 @@ def compare(
     count as keys). Every fresh row must have its stored counterpart, unless ``prefix``:
     then ``fresh`` is the first steps of the run, and only rows logged before its last
     step (where a run ends, and final evaluations differ) are compared. A value agrees
-    when ``|new - stored| <= atol + rtol * |stored|``, or both are NaN.
+    when ``|new - stored| <= atol + rtol * |stored|``, or both are NaN. With
+    ``seed_spread``, values need not agree one by one: each deviation is measured in units
+    of the seeds' standard deviation of its row (over the stored rows that differ from it
+    only in ``seed``), and a column agrees when the median deviation is at most
+    ``seed_spread`` such units (two independent seeds differ by about 0.95 at the median).
     """
     numeric = _measured(fresh)
+    spread = _seed_spread(stored, numeric) if seed_spread else None
     keys = [c for c in fresh.columns if c not in numeric]
     missing = [c for c in fresh.columns if c not in stored.columns]
     if missing:
@@ -147,6 +153,11 @@ def compare(
         keys = ["row"]
         fresh, stored = fresh.assign(row=fresh.index), stored.assign(row=stored.index)
     both = fresh.merge(stored, on=keys, suffixes=("_fresh", "_stored"), how="inner")
+    if spread is not None:
+        group = [k for k in spread.index.names]
+        both = both.merge(
+            spread.add_suffix("_spread").reset_index(), on=group, how="left", validate="m:1"
+        )
     if both.empty:
         return Comparison(0, 0.0, 0.0, "no rows in common (the result's layout changed)")
     if not prefix and len(both) != len(fresh):
@@ -168,8 +179,12 @@ def compare(
             same_inf = np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b))
             diff = np.where(same_inf | (nan_a & nan_b), 0.0, diff)
             diff = np.where(nan_a ^ nan_b, np.inf, diff)
-            close = diff <= atol + rtol * np.abs(np.where(np.isinf(b), 0.0, b))
-            close |= same_inf | (nan_a & nan_b)
+            allowed = atol + rtol * np.abs(np.where(np.isinf(b), 0.0, b))
+            close = (diff <= allowed) | same_inf | (nan_a & nan_b)
+            if spread is not None:  # the typical deviation, in the seeds' spread
+                sd = np.nan_to_num(both[f"{column}_spread"].to_numpy(dtype=float), nan=0.0)
+                ratio = np.where(close, 0.0, diff / (allowed + sd))
+                typical = float(np.median(ratio))
         finite = np.isfinite(diff)
         if finite.any():
             max_abs = max(max_abs, float(diff[finite].max()))
@@ -178,11 +193,31 @@ def compare(
             max_rel = max(max_rel, float(rel.max()))
         if not finite.all():
             max_abs = max_rel = math.inf
-        if problem is None and not close.all():
+        if problem is None and spread is not None:
+            if typical > seed_spread:
+                i = int(np.argmax(ratio))
+                row = ", ".join(f"{k}={both[k].iloc[i]}" for k in keys)
+                problem = (
+                    f"{column} deviates by {typical:.2g} times the seeds' standard deviation "
+                    f"at the median (at most {seed_spread:g} allowed); the most at ({row}): "
+                    f"stored {b[i]!r}, now {a[i]!r}"
+                )
+        elif problem is None and not close.all():
             i = int((~close).argmax())
             row = ", ".join(f"{k}={both[k].iloc[i]}" for k in keys)
             problem = f"{column} at ({row}): stored {b[i]!r}, now {a[i]!r}"
     return Comparison(len(both), max_abs, max_rel, problem)
+
+
+def _seed_spread(stored: pd.DataFrame, numeric: list[str]) -> pd.DataFrame | None:
+    """The standard deviation over seeds of each measured column, per group of rows that
+    differ only in ``seed`` (None without a ``seed`` column)."""
+    if "seed" not in stored.columns:
+        return None
+    measured = set(_measured(stored))
+    group = [c for c in stored.columns if c not in measured and c != "seed"]
+    columns = [c for c in numeric if c in stored.columns]
+    return stored.groupby(group, dropna=False)[columns].std()
 
 
 def _call(name: str, config: dict, device: str) -> pd.DataFrame:
@@ -253,7 +288,10 @@ def reproduce(name: str, device: str = "cpu") -> tuple[Comparison, dict, float]:
     start = time.perf_counter()
     fresh = _call(name, config, device)
     wall = time.perf_counter() - start
-    return compare(stored.frame, fresh, rtol=spec.rtol, atol=spec.atol), config, wall
+    comparison = compare(
+        stored.frame, fresh, rtol=spec.rtol, atol=spec.atol, seed_spread=spec.seed_spread
+    )
+    return comparison, config, wall
 
 
 def revalidation_reason(name: str) -> str | None:
@@ -351,6 +389,7 @@ def revalidate(
                     "max_rel_deviation": comparison.max_rel,
                     "rtol": spec.rtol,
                     "atol": spec.atol,
+                    "seed_spread": spec.seed_spread,
                     "wall_time_s": round(wall, 2),
                 },
             )

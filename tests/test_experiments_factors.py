@@ -11,6 +11,7 @@ from bnlib import data as datasets
 from bnlib.data import Split
 from bnlib.engine import Member, StackedRun
 from bnlib.experiments import factors
+from bnlib.experiments.factors import common, ntu_study, regularization
 from bnlib.figures import factors as figures
 from bnlib.norm_variants import BatchRenorm
 
@@ -24,7 +25,7 @@ def mnist_test():
 
 def test_holdout_is_disjoint_and_complete():
     ids = torch.arange(100)
-    rest, held = factors._holdout(Split(ids.float().view(-1, 1, 1, 1), ids), 30)
+    rest, held = common.holdout(Split(ids.float().view(-1, 1, 1, 1), ids), 30)
     assert len(held.y) == 30 and len(rest.y) == 70
     assert set(held.y.tolist()).isdisjoint(rest.y.tolist())
     assert set(held.y.tolist()) | set(rest.y.tolist()) == set(range(100))
@@ -32,7 +33,7 @@ def test_holdout_is_disjoint_and_complete():
 
 
 def test_digits_relabels_in_the_given_order(mnist_test):
-    part = factors._digits(mnist_test, (1, 0))
+    part = ntu_study._digits(mnist_test, (1, 0))
     assert set(part.y.tolist()) == {0, 1}
     assert (part.y == 0).sum() == (mnist_test.y == 1).sum() == 1135
     assert (part.y == 1).sum() == (mnist_test.y == 0).sum() == 980
@@ -47,12 +48,12 @@ def test_activation_is_set_in_every_hidden_layer_with_dropout():
         batch_size=8,
         device="cpu",
     )
-    factors._set_activation(run.model, "leaky_relu", dropout=0.5)
+    common.set_activation(run.model, "leaky_relu", dropout=0.5)
     for layer in run.model.activations:
         assert isinstance(layer[0], nn.LeakyReLU) and layer[0].negative_slope == 0.2
         assert isinstance(layer[1], nn.Dropout)
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
-        factors._set_activation(run.model, "swish")
+        common.set_activation(run.model, "swish")
 
 
 @pytest.mark.parametrize("norm, kind", [("renorm", BatchRenorm), ("layer", nn.GroupNorm)])
@@ -69,7 +70,7 @@ def test_normalize_swaps_layers_and_training_reaches_them(norm, kind):
         strategy="stacked" if norm == "renorm" else "loop",
     )
     options = {"relax_from": 0, "r_max_at": 2, "d_max_at": 2} if norm == "renorm" else {}
-    factors._normalize(run, norm, **options)
+    common.normalize(run, norm, **options)
     layers = [m for m in run.model.modules() if isinstance(m, kind)]
     assert len(layers) == 2
     before = layers[0].bias.detach().clone()
@@ -88,7 +89,7 @@ def test_freeze_except_trains_only_gamma_and_beta():
         batch_size=16,
         device="cpu",
     )
-    assert factors._freeze_except(run, "BN's gamma and beta") == 2 * (4 + 8)
+    assert regularization._freeze_except(run, "BN's gamma and beta") == 2 * (4 + 8)
     single = run.model.models[0]
     conv, head = single.features[0].weight.detach().clone(), single.head.weight.detach().clone()
     gamma = single.features[1].weight.detach().clone()
@@ -106,7 +107,7 @@ def test_evaluations_leave_the_model_unchanged():
     model(torch.randn(32, 1, 8, 8))  # running statistics away from their start
     state = {k: v.clone() for k, v in model.state_dict().items()}
     test = Split(torch.randn(40, 1, 8, 8), torch.arange(40) % 10)
-    found = factors._evaluations(model, test, Split(torch.randn(64, 1, 8, 8), test.y), 16)
+    found = regularization._evaluations(model, test, Split(torch.randn(64, 1, 8, 8), test.y), 16)
     assert set(found) == set(figures.PITFALL_STYLES)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bnlib import data
-from bnlib.experiments.gradient_noise import _noise, gradient_noise, lr_batch_sweep
+from bnlib.experiments.gradient_noise import gradient_noise, lr_batch_sweep, noise_rows
 from bnlib.models import build_model
 
 SMALL = {"hidden": [32, 32]}
@@ -48,7 +48,7 @@ def test_measuring_the_noise_leaves_the_model_unchanged():
     torch.manual_seed(0)
     model = build_model("mlp", hidden=(16,), norm="torch", activation="relu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    rows = _noise(
+    rows = noise_rows(
         0,
         model,
         float("nan"),

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from bnlib.models import VGG
-from bnlib.normalizers import LP_NORMS, LpNorm, replace_batch_norms
+from bnlib.norm import swap_batch_norms
+from bnlib.normalizers import LP_NORMS, LpNorm
 
 
 @pytest.mark.parametrize("p", list(LP_NORMS.values()))
@@ -52,13 +53,13 @@ def test_lp_norm_rejects_bad_p_and_bad_input():
         LpNorm(3, 1.0)(torch.randn(4, 5))
 
 
-def test_replace_batch_norms_swaps_every_bn_layer_and_refuses_a_model_without_one():
+def test_swap_batch_norms_puts_lp_norms_in_every_bn_layer_and_refuses_a_model_without_one():
     model = VGG(widths=(4, 8), convs=1, norm="torch")
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    replace_batch_norms(model, lambda c: LpNorm(c, 2.0))
+    assert swap_batch_norms(model, lambda bn: LpNorm(bn.num_features, 2.0)) == 2
     lps = [m for m in model.modules() if isinstance(m, LpNorm)]
     assert [m.num_features for m in lps] == [m.num_features for m in bns] and len(lps) == 2
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert model(torch.randn(5, 1, 28, 28)).shape == (5, 10)
     with pytest.raises(ValueError, match="no BN layer"):
-        replace_batch_norms(VGG(widths=(4,), convs=1, norm="none"), lambda c: LpNorm(c, 1.0))
+        swap_batch_norms(VGG(widths=(4,), convs=1, norm="none"), lambda bn: LpNorm(4, 1.0))

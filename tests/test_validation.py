@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -216,3 +217,15 @@ def test_committed_full_result_is_reproduced_by_the_current_code(name, monkeypat
     stored = book.full_result(name)
     if experiments.get(name).reproduction.prefix is not None and "step" in stored.frame.columns:
         assert compared > 0, "no rows of the prefix run were compared"
+
+
+def test_a_seed_spread_tolerance_allows_what_the_seeds_disagree_by_and_no_more():
+    lrs, seeds = np.repeat([0.1, 0.3, 1.0], 2), np.tile([0, 1], 3)
+    acc = np.array([0.80, 0.82, 0.70, 0.74, 0.50, 0.50])  # seeds' sd 0.014, 0.028, 0
+    stored = pd.DataFrame({"lr": lrs, "seed": seeds, "acc": acc})
+    near = stored[stored.seed == 0].assign(acc=[0.81, 0.72, 0.50])  # within 1 sd each
+    assert not validation.compare(stored, near, rtol=0, atol=0).agrees
+    assert validation.compare(stored, near, rtol=0, atol=0, seed_spread=1).agrees
+    far = stored[stored.seed == 0].assign(acc=[0.90, 0.80, 0.50])  # 7 and 3.6 sd away
+    result = validation.compare(stored, far, rtol=0, atol=0, seed_spread=2)
+    assert not result.agrees and "seeds' standard deviation" in result.problem

@@ -61,6 +61,14 @@ class Reproduction:
         rtol, atol: the tolerance of the comparison (relative and absolute, per value).
             The default absorbs float32 round-off between torch versions and thread
             counts; a change to the computation moves values by far more.
+        seed_spread: where set, the values need not agree one by one: a column agrees
+            when its median deviation is at most this many times the seeds' standard
+            deviation of the rows (:func:`bnlib.validation.compare`). For runs whose
+            subset cannot repeat the full run's arithmetic (random draws or float32
+            round-off that depend on how many models are trained stacked, amplified over
+            thousands of steps): such a reproduction detects changes larger than the
+            seeds' spread (a flipped update, a broken normalization), not subtler ones,
+            which the drift check's prefix (where one exists) compares exactly.
         why: why ``prefix`` is None, or why the tolerance is wider than the default.
     """
 
@@ -68,6 +76,7 @@ class Reproduction:
     prefix: dict | None = field(default_factory=dict)
     rtol: float = 2e-3
     atol: float = 2e-3
+    seed_spread: float | None = None
     why: str = ""
 
 

@@ -20,6 +20,7 @@ from bnlib.engine import accuracy, log_steps, preserved_state, train
 from bnlib.experiments import Reproduction, register
 from bnlib.models import MLP
 from bnlib.norm import BatchNorm, BatchNormFunction, population_statistics
+from bnlib.setups import IOFFE_MLP
 
 __all__ = [
     "batch_statistics_noise",
@@ -30,9 +31,6 @@ __all__ = [
     "running_statistics",
     "transform_stages",
 ]
-
-#: Ioffe & Szegedy's MNIST network (Section 4.1): three hidden layers of 100 sigmoids.
-PAPER_MLP = {"hidden": (100, 100, 100), "activation": "sigmoid"}
 
 
 def _first_layer_inputs(layer: str, examples: int, seed: int, dataset: str) -> torch.Tensor:
@@ -332,7 +330,7 @@ def running_statistics(
     frames = []
     for momentum in momenta:
         seed_everything(seed)
-        model = MLP(norm="bnlib", **{**PAPER_MLP, "activation": activation}).to(dev)
+        model = MLP(norm="bnlib", **{**IOFFE_MLP, "activation": activation}).to(dev)
         for layer in _bn_layers(model):
             layer.momentum = momentum
         frames.append(
@@ -385,7 +383,7 @@ def distribution_shift(
     nets = {}
     for norm in ("none", "bnlib"):
         seed_everything(seed)
-        model = MLP(norm=norm, **PAPER_MLP).to(dev)
+        model = MLP(norm=norm, **IOFFE_MLP).to(dev)
         train(
             model,
             train_split,

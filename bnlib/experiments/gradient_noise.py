@@ -25,12 +25,13 @@ import pandas as pd
 import torch
 
 from bnlib import datasets
+from bnlib.arguments import whole_number
 from bnlib.device import pick_device, seed_everything
-from bnlib.engine import _whole_number, train
+from bnlib.engine import train
 from bnlib.experiments import MEASURES_AT_END, Reproduction, register
-from bnlib.experiments.large_steps import HE_RELU_GAIN
-from bnlib.experiments.learning_rate import _DEEP_MLP, final_rows, lr_sweep
+from bnlib.experiments.learning_rate import final_rows, lr_sweep
 from bnlib.models import build_model
+from bnlib.setups import DEEP_MLP, HE_RELU_GAIN
 from bnlib.step import gradient
 
 __all__ = ["gradient_noise", "lr_batch_sweep"]
@@ -57,7 +58,7 @@ _LARGE_LR = {"lr": 0.1, "norms": ["torch"]}
     quick=_NOISE_QUICK,
     full=_NOISE_FULL,
     reproduce=Reproduction(
-        subset={"seeds": [0], "batch_sizes": [4, 8]}, prefix={"checkpoints": [0, 300]}
+        subset={"seeds": [0], "norms": ["torch"]}, prefix={"checkpoints": [0, 300]}
     ),
 )
 @register(
@@ -67,7 +68,7 @@ _LARGE_LR = {"lr": 0.1, "norms": ["torch"]}
     quick={**_NOISE_QUICK, **_SMALL_LR},
     full={**_NOISE_FULL, **_SMALL_LR},
     reproduce=Reproduction(
-        subset={"seeds": [0], "batch_sizes": [4, 8]}, prefix={"checkpoints": [0, 300]}
+        subset={"seeds": [0], "norms": ["torch"]}, prefix={"checkpoints": [0, 300]}
     ),
 )
 @register(
@@ -76,9 +77,7 @@ _LARGE_LR = {"lr": 0.1, "norms": ["torch"]}
     smoke={**_NOISE_SMOKE, **_LARGE_LR},
     quick={**_NOISE_QUICK, **_LARGE_LR},
     full={**_NOISE_FULL, **_LARGE_LR},
-    reproduce=Reproduction(
-        subset={"seeds": [0], "batch_sizes": [4, 8]}, prefix={"checkpoints": [0, 300]}
-    ),
+    reproduce=Reproduction(subset={"seeds": [0]}, prefix={"checkpoints": [0, 300]}),
 )
 def gradient_noise(
     batch_sizes: Sequence[int] = (8, 32, 128, 512),
@@ -122,19 +121,19 @@ def gradient_noise(
         TypeError, ValueError: ``draws`` is not a whole number >= 2, or a batch size is not
             a whole number in 1..(the training set's size).
     """
-    _whole_number(draws, "draws", 2)
+    whole_number(draws, "draws", 2)
     dev = pick_device(device)
     data = datasets.load(dataset, "train", dev)
     for b in batch_sizes:
-        _whole_number(b, "batch size", 1, len(data.y), " (the data size)")
+        whole_number(b, "batch size", 1, len(data.y), " (the data size)")
     rows: list[dict] = []
     for seed in seeds:
         for norm in norms:
             draws_from = torch.Generator().manual_seed(10_000 + seed)
             measure = functools.partial(
-                _noise, data=data, batch_sizes=batch_sizes, draws=draws, generator=draws_from
+                noise_rows, data=data, batch_sizes=batch_sizes, draws=draws, generator=draws_from
             )
-            log = _trained_with(
+            log = trained_with(
                 measure,
                 data,
                 norm=norm,
@@ -153,7 +152,7 @@ def gradient_noise(
     return pd.DataFrame(rows)[[*columns, "scaled_variance"]]
 
 
-def _trained_with(
+def trained_with(
     measure,
     data,
     *,
@@ -172,7 +171,7 @@ def _trained_with(
     checkpoint; the rows ``measure(step, model, loss)`` returns at each checkpoint, with
     a ``step`` column."""
     seed_everything(seed)
-    shape = {**_DEEP_MLP, **datasets.input_config("mlp", data.x), **(config or {})}
+    shape = {**DEEP_MLP, **datasets.input_config("mlp", data.x), **(config or {})}
     model = build_model("mlp", **shape, norm=norm, init=init, gain=gain).to(data.x.device)
     log = train(
         model,
@@ -189,7 +188,7 @@ def _trained_with(
     return log.drop(columns=["loss", "diverged"])
 
 
-def _noise(
+def noise_rows(
     step: int,
     model: torch.nn.Module,
     loss: float,
@@ -255,9 +254,7 @@ _QUICK_GRID = {
         "epochs": 5,
         "seeds": [0, 1, 2],
     },
-    reproduce=Reproduction(
-        subset={"seeds": [0], "batch_sizes": [128]}, prefix=None, why=MEASURES_AT_END
-    ),
+    reproduce=Reproduction(subset={"batch_sizes": [128]}, prefix=None, why=MEASURES_AT_END),
 )
 def lr_batch_sweep(
     batch_sizes: Sequence[int] = (32, 128, 512),
@@ -296,7 +293,7 @@ def lr_batch_sweep(
         steps = max(1, round(epochs * size / b))
         sweep = lr_sweep(
             architecture="mlp",
-            config={**_DEEP_MLP, **(config or {})},
+            config={**DEEP_MLP, **(config or {})},
             dataset=dataset,
             lr_range=lr_range,
             lr_count=lr_count,

@@ -24,7 +24,6 @@ own statistics, as in the first training step) and leaves the network unchanged.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,6 +39,7 @@ from bnlib.experiments.learning_rate import final_rows, lr_grid, lr_sweep
 from bnlib.models import MLP, ResNet
 from bnlib.progress import progress_bar
 from bnlib.residual import ResidualMLP
+from bnlib.setups import HE_RELU_GAIN
 from bnlib.spectra import (
     frozen_batch_statistics,
     gaussian_product_singular_values,
@@ -64,7 +64,6 @@ __all__ = [
     "skipinit_sweep",
 ]
 
-RELU_GAIN = math.sqrt(2.0)
 
 #: The initializations compared with depth, by label: (scheme of
 #: :func:`bnlib.models.initialize`, gain). For ReLU, He et al.'s gain sqrt(2) keeps the
@@ -73,15 +72,15 @@ RELU_GAIN = math.sqrt(2.0)
 INIT_SCHEMES: dict[str, tuple[str, float]] = {
     "default": ("default", 1.0),
     "xavier": ("xavier", 1.0),
-    "he": ("he", RELU_GAIN),
-    "orthogonal": ("orthogonal", RELU_GAIN),
-    "he x 1.2": ("he", 1.2 * RELU_GAIN),
+    "he": ("he", HE_RELU_GAIN),
+    "orthogonal": ("orthogonal", HE_RELU_GAIN),
+    "he x 1.2": ("he", 1.2 * HE_RELU_GAIN),
 }
 
 
 def _gain(activation: str) -> float:
     """The gain that keeps the activations' scale through a layer of ``activation``."""
-    return RELU_GAIN if activation == "relu" else 1.0
+    return HE_RELU_GAIN if activation == "relu" else 1.0
 
 
 def majority_fraction(predictions: torch.Tensor) -> float:
@@ -452,7 +451,7 @@ def gradient_explosion(
         seed_everything(seed)
         if arch == "mlp":
             model = MLP(
-                hidden=(width,) * depth, activation="relu", norm=norm, init="he", gain=RELU_GAIN
+                hidden=(width,) * depth, activation="relu", norm=norm, init="he", gain=HE_RELU_GAIN
             )
             weights = [lin.weight for lin in model.linears]
         elif arch == "residual":
@@ -492,7 +491,7 @@ def gradient_explosion(
     smoke={"depths": [2, 4], "lr_count": 1, "steps": 5, "width": 16},
     quick={},
     full={"depths": [5, 10, 25, 50, 100], "steps": 2000, "seeds": [0, 1]},
-    reproduce=Reproduction(subset={"seeds": [0], "depths": [5, 100]}),
+    reproduce=Reproduction(subset={"depths": [5, 25]}),
 )
 def depth_trainability(
     depths: Sequence[int] = (5, 10, 25, 50),
@@ -531,7 +530,7 @@ def depth_trainability(
             batch_size=batch_size,
             norms=norms,
             init="he",
-            gain=RELU_GAIN,
+            gain=HE_RELU_GAIN,
             device=device,
         )
         frames.append(final_rows(sweep).assign(depth=depth))

@@ -34,9 +34,16 @@ from bnlib.experiments.learning_rate import lr_grid
 from bnlib.landscape import along_gradient, unit_weight_norms
 from bnlib.landscape import effective_lr as effective_rate
 from bnlib.models import MLP, VGG
-from bnlib.norm import BatchNorm
-from bnlib.normalizers import LP_NORMS, LpNorm, replace_batch_norms
+from bnlib.norm import BatchNorm, swap_batch_norms
+from bnlib.normalizers import LP_NORMS, LpNorm
 from bnlib.progress import progress_bar
+from bnlib.setups import (
+    DEEP_MLP,
+    HE_RELU,
+    deep_linear_loss,
+    deep_linear_network,
+    deep_linear_problem,
+)
 
 __all__ = [
     "NORMALIZATIONS",
@@ -53,12 +60,6 @@ CHAPTER = "Why BN tolerates large steps"
 NORMALIZATIONS = ("none", "bn", *LP_NORMS)
 
 #: The deep ReLU MLP of the chapter "Large learning rates" (He initialization).
-_DEEP_MLP = {"hidden": [100] * 8, "activation": "relu", "init": "he", "gain": math.sqrt(2.0)}
-
-
-def _squared_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Santurkar et al.'s deep linear loss, summed over examples and outputs."""
-    return (out - target).square().sum()
 
 
 def build_network(
@@ -87,22 +88,13 @@ def build_network(
     if network == "vgg":
         model: nn.Module = VGG(widths=widths, convs=convs, norm=base, init="xavier")
     elif network == "linear":
-        model = MLP(
-            in_features=width,
-            hidden=[width] * (depth - 1),
-            classes=width,
-            activation="linear",
-            norm=base,
-            init="xavier",
-            bias=False,
-        )
-        model.head.register_parameter("bias", None)  # no bias anywhere: W_25 ... W_1 x
+        model = deep_linear_network(base, depth=depth, width=width)
     elif network == "mlp":
-        model = MLP(norm=base, **_DEEP_MLP)
+        model = MLP(norm=base, **DEEP_MLP, **HE_RELU)
     else:
         raise ValueError(f"unknown network {network!r}: choose 'vgg', 'linear' or 'mlp'")
     if norm in LP_NORMS:
-        replace_batch_norms(model, lambda c: LpNorm(c, LP_NORMS[norm]))
+        swap_batch_norms(model, lambda bn: LpNorm(bn.num_features, LP_NORMS[norm]))
     return model
 
 
@@ -111,10 +103,8 @@ def _problem(
 ) -> tuple[Iterator, Callable, datasets.Split | None]:
     """The training batches (one per step, plus one), the loss and the test split."""
     if network == "linear":
-        gen = torch.Generator().manual_seed(seed)
-        x = torch.randn(samples, width, generator=gen).to(dev)
-        a = torch.randn(width, width, generator=gen).to(dev)
-        return itertools.repeat((x, x @ a.T)), _squared_error, None
+        x, target = deep_linear_problem(samples=samples, width=width, seed=seed, device=dev)
+        return itertools.repeat((x, target)), deep_linear_loss, None
     split = datasets.load("fashion-mnist", "train", dev)
     order = batch_indices(
         len(split.y), batch_size, steps + 1, torch.Generator().manual_seed(seed), dev
@@ -472,7 +462,6 @@ _EFFECTIVE_LR = {
     smoke={**_EFFECTIVE_LR, "lr_count": 2, "weight_decays": [0.0, 1e-3], "steps": 6, "points": 2},
     quick=_EFFECTIVE_LR,
     full={**_EFFECTIVE_LR, "steps": 9360, "points": 25, "seeds": [0, 1]},
-    reproduce=Reproduction(subset={"seeds": [0], "weight_decays": [0.0001]}),
 )
 def effective_lr(
     lr_range: Sequence[float] = (1e-4, 1.0),
@@ -509,8 +498,7 @@ def effective_lr(
         Member(
             lr=lr,
             seed=seed,
-            init=_DEEP_MLP["init"],
-            gain=_DEEP_MLP["gain"],
+            **HE_RELU,
             momentum=momentum,
             weight_decay=wd,
         )
@@ -519,9 +507,8 @@ def effective_lr(
         )
     ]
     split = datasets.load("fashion-mnist", "train", pick_device(device))
-    config = {k: v for k, v in _DEEP_MLP.items() if k not in ("init", "gain")}
     run = StackedRun(
-        "mlp", {**config, "norm": "torch"}, members, split, batch_size=batch_size, device=device
+        "mlp", {**DEEP_MLP, "norm": "torch"}, members, split, batch_size=batch_size, device=device
     )
 
     def probe(r: StackedRun, step: int) -> list[dict]:

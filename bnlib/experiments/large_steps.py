@@ -21,7 +21,6 @@ the ResNets take as many input channels as the images have.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +33,7 @@ from bnlib.engine import batch_indices
 from bnlib.experiments import Reproduction, register
 from bnlib.models import ResNet
 from bnlib.progress import progress_bar
+from bnlib.setups import HE_RELU_GAIN
 from bnlib.step import (
     DIVERGENCE_RATIO,
     channel_statistics,
@@ -44,17 +44,12 @@ from bnlib.step import (
 )
 
 __all__ = [
-    "HE_RELU_GAIN",
     "INITIALIZATIONS",
     "activation_growth",
     "activations_along_step",
     "gradients_at_init",
     "relative_loss",
 ]
-
-#: ``initialize(..., "he", gain)`` draws N(0, gain^2 / fan_in): sqrt(2) is He et al.'s
-#: ReLU initialization.
-HE_RELU_GAIN = math.sqrt(2.0)
 
 #: The initializations these experiments compare, by name: (scheme of
 #: :func:`bnlib.models.initialize`, gain). ``"he"``: N(0, 2 / fan-in), the ResNet paper's;

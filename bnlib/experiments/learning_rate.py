@@ -15,10 +15,12 @@ import pandas as pd
 import torch
 
 from bnlib import datasets, probes
+from bnlib.arguments import whole_number
 from bnlib.data import Split
 from bnlib.device import pick_device
-from bnlib.engine import Member, StackedRun, _whole_number
+from bnlib.engine import Member, StackedRun
 from bnlib.experiments import Reproduction, register
+from bnlib.setups import DEEP_MLP
 
 __all__ = ["final_rows", "lr_grid", "lr_sweep"]
 
@@ -30,11 +32,6 @@ def lr_grid(low: float, high: float, count: int) -> list[float]:
     return [float(v) for v in np.geomspace(low, high, count)]
 
 
-#: A deep ReLU MLP with He et al.'s N(0, 2 / fan-in) initialization: deep enough for
-#: the unnormalized network's activations to grow with depth (chapter "Large learning
-#: rates"), cheap enough to train many at once on a CPU.
-_DEEP_MLP = {"hidden": [100] * 8, "activation": "relu"}
-
 #: Bjorck et al.'s schedule as far as it is known: SGD with momentum and weight decay
 #: (the ResNet recipe's 0.9 and 1e-4), learning rate divided by 10 at half of training.
 _PAPER_SCHEDULE = {"momentum": 0.9, "weight_decay": 1e-4, "lr_drop_at": 0.5, "lr_drop": 0.1}
@@ -42,7 +39,7 @@ _PAPER_SCHEDULE = {"momentum": 0.9, "weight_decay": 1e-4, "lr_drop_at": 0.5, "lr
 #: The quick profile of :func:`lr_sweep` (the smoke profile is the same sweep, shortened).
 _QUICK_SWEEP = {
     "architecture": "mlp",
-    "config": _DEEP_MLP,
+    "config": DEEP_MLP,
     "init": "he",
     "gain": math.sqrt(2.0),
     "dataset": "fashion-mnist",
@@ -69,7 +66,7 @@ _QUICK_SWEEP = {
         "steps": 9360,
     },
     reproduce=Reproduction(
-        subset={"seeds": [0], "norms": ["torch"]},
+        subset={"norms": ["torch"]},
         prefix=None,
         why=(
             "its learning-rate drop and its logged steps are fractions of the run's length, "
@@ -129,10 +126,10 @@ def lr_sweep(
             ``train_examples`` is not a whole number >= 1, or ``lr_drop_at`` is not in
             (0, 1) (checked before any data is loaded).
     """
-    _whole_number(steps, "steps", 1)
-    _whole_number(batch_size, "batch_size", 1)
-    _whole_number(curve_points, "curve_points", 1)
-    _whole_number(train_examples, "train_examples", 1)
+    whole_number(steps, "steps", 1)
+    whole_number(batch_size, "batch_size", 1)
+    whole_number(curve_points, "curve_points", 1)
+    whole_number(train_examples, "train_examples", 1)
     if lr_drop_at is not None and not 0 < lr_drop_at < 1:
         raise ValueError(
             f"lr_drop_at is the fraction of training after which the learning rate drops; "

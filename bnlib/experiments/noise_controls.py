@@ -30,12 +30,13 @@ import torch
 from torch import nn
 
 from bnlib import datasets
+from bnlib.arguments import whole_number
 from bnlib.device import pick_device
-from bnlib.engine import _whole_number
 from bnlib.experiments import REGISTRY, Reproduction, register
-from bnlib.experiments.gradient_noise import _noise, _trained_with, lr_batch_sweep
-from bnlib.experiments.large_steps import HE_RELU_GAIN
-from bnlib.spectra import _is_batch_norm, frozen_batch_statistics
+from bnlib.experiments.gradient_noise import lr_batch_sweep, noise_rows, trained_with
+from bnlib.norm import is_batch_norm
+from bnlib.setups import HE_RELU_GAIN
+from bnlib.spectra import frozen_batch_statistics
 
 __all__ = ["fixed_steps_batch_sweep", "frozen_statistics", "frozen_statistics_noise"]
 
@@ -52,7 +53,7 @@ def frozen_statistics(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
     gradient flows through the statistics and a mini-batch's gradient is the average of
     its examples' gradients.
     """
-    layers = [m for m in model.modules() if _is_batch_norm(m)]
+    layers = [m for m in model.modules() if is_batch_norm(m)]
 
     def as_in_eval(module: nn.Module, inputs) -> None:
         module.training = False
@@ -91,9 +92,7 @@ def _noise_profile(profile: str, **extra) -> dict:
     smoke=_noise_profile("smoke", population=256),
     quick=_noise_profile("quick"),
     full=_noise_profile("full"),
-    reproduce=Reproduction(
-        subset={"seeds": [0], "batch_sizes": [4, 8]}, prefix={"checkpoints": [0, 300]}
-    ),
+    reproduce=Reproduction(subset={"seeds": [0]}, prefix={"checkpoints": [0, 300]}),
 )
 def frozen_statistics_noise(
     batch_sizes: Sequence[int] = (8, 32, 128, 512),
@@ -130,12 +129,12 @@ def frozen_statistics_noise(
             a whole number in 2..(the data size), or a batch size is not a whole number
             in 1..(the data size).
     """
-    _whole_number(draws, "draws", 2)
+    whole_number(draws, "draws", 2)
     dev = pick_device(device)
     data = datasets.load(dataset, "train", dev)
-    _whole_number(population, "population", 2, len(data.y), " (the data size)")
+    whole_number(population, "population", 2, len(data.y), " (the data size)")
     for b in batch_sizes:
-        _whole_number(b, "batch size", 1, len(data.y), " (the data size)")
+        whole_number(b, "batch size", 1, len(data.y), " (the data size)")
     sample = torch.randperm(len(data.y), generator=torch.Generator().manual_seed(1))
     reference = data.x[sample[:population].to(dev)]
     rows: list[dict] = []
@@ -145,10 +144,10 @@ def frozen_statistics_noise(
             _both_statistics,
             reference=reference,
             noise=functools.partial(
-                _noise, data=data, batch_sizes=batch_sizes, draws=draws, generator=draws_from
+                noise_rows, data=data, batch_sizes=batch_sizes, draws=draws, generator=draws_from
             ),
         )
-        log = _trained_with(
+        log = trained_with(
             measure,
             data,
             norm="torch",
@@ -180,7 +179,7 @@ def _same_steps(profile: str, steps: int) -> dict:
     # one epoch at the middle batch size (256); in the full profile, five
     quick=_same_steps("quick", 234),
     full=_same_steps("full", 1172),
-    reproduce=Reproduction(subset={"seeds": [0], "batch_sizes": [128]}),
+    reproduce=Reproduction(subset={"batch_sizes": [128]}),
 )
 def fixed_steps_batch_sweep(
     batch_sizes: Sequence[int] = (64, 256, 1024),
@@ -207,7 +206,7 @@ def fixed_steps_batch_sweep(
         (:math:`\alpha / |B|`) and ``epochs`` (``steps * batch_size`` over the training
         set's size).
     """
-    _whole_number(steps, "steps", 1)
+    whole_number(steps, "steps", 1)
     size = len(datasets.load(dataset, "train", "cpu").y)
     frames = []
     for b in batch_sizes:
