@@ -13,6 +13,9 @@ Two workloads, each done two ways on the same machine in the same run:
 so it is measured on a few of the K models and the sweep's time is K times one model's.
 (b) *engine*: all K models at once, as one stacked model fed from on-device tensors
 (:class:`bnlib.engine.StackedRun`).
+(c) *torch.func* (MLP only): PyTorch's own way of training many models at once,
+``stack_module_state`` + ``vmap(functional_call)`` (:func:`_functorch_train`), fed from the
+same on-device tensors.
 For the ResNet, the engine is measured with both of its strategies: one stacked model
 (grouped convolutions), and one model after another (still on-device data and
 channels_last). ``StackedRun(strategy="auto")`` picks the loop for convolutional nets on
@@ -142,6 +145,58 @@ def _engine_train(architecture, config, split, lrs, batch_size, steps, device, s
     return time.perf_counter() - start, steps * batch_size, run
 
 
+def _functorch_train(config, split, lrs, batch_size, steps, device):
+    """K MLPs the way PyTorch documents for model ensembling: their parameters stacked by
+    ``torch.func.stack_module_state`` and one training step vmapped over
+    ``functional_call`` and ``torch.func.grad``; returns (seconds, samples per member).
+
+    BN's running statistics cannot be updated in place under ``vmap``, so they are
+    switched off (``torch.func.replace_all_batch_norm_modules_``, as PyTorch's ensembling
+    tutorial does); training itself normalizes with batch statistics as the others do.
+    Each member draws its own minibatches from the on-device data.
+    """
+    import copy
+
+    from torch.func import (
+        functional_call,
+        grad,
+        replace_all_batch_norm_modules_,
+        stack_module_state,
+        vmap,
+    )
+
+    models = []
+    for _ in lrs:
+        torch.manual_seed(0)
+        models.append(replace_all_batch_norm_modules_(build_model("mlp", **config).to(device)))
+    params, buffers = stack_module_state(models)
+    params = {name: p.detach() for name, p in params.items()}
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def loss(p, b, x, y):
+        return nn.functional.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+    gradients = vmap(grad(loss))
+    lr = torch.tensor(lrs, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def step():
+        index = torch.randint(
+            len(split.y), (len(lrs), batch_size), device=device, generator=generator
+        )
+        g = gradients(params, buffers, split.x[index], split.y[index])
+        for name, p in params.items():
+            p.sub_(lr.view(-1, *[1] * (p.dim() - 1)) * g[name])
+
+    step()  # warm-up, not timed
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return time.perf_counter() - start, steps * batch_size
+
+
 def _chapter_costs(device) -> list[tuple[str, str, float]]:
     """Wall time of each experiment's quick profile (computed afresh, not cached)."""
     import os
@@ -167,14 +222,19 @@ def _chapter_costs(device) -> list[tuple[str, str, float]]:
 
 
 def run_benchmarks(
-    quick: bool = False, device: str | None = None, output: str | None = None
+    quick: bool = False,
+    device: str | None = None,
+    output: str | None = None,
+    chapter_costs: bool = True,
 ) -> str:
-    """Run both workloads both ways; print and return a Markdown report.
+    """Run both workloads every way; print and return a Markdown report.
 
     Args:
         quick: a smoke run (fewer steps, models and repeats; numbers not for quoting).
         device: ``None`` picks the best.
         output: also write the report to this path.
+        chapter_costs: also time every experiment's quick profile (minutes; never with
+            ``quick``).
     """
     dev = pick_device(device)
     repeats = 1 if quick else 3
@@ -213,6 +273,13 @@ def run_benchmarks(
     }
     engine_gflops = mlp_engine * mlp_k * MLP_FLOP_PER_SAMPLE / 1e9
 
+    print("MLP sweep: torch.func ensembling ...", flush=True)
+    mlp_func_all = []
+    for _ in range(repeats):
+        seconds, samples = _functorch_train(MLP_CONFIG, mnist, lrs, 60, mlp_steps, dev)
+        mlp_func_all.append(samples / seconds)
+    mlp_func = statistics.median(mlp_func_all)
+
     print("ResNet-20 sweep: naive ...", flush=True)
     res_naive_all = []
     for _ in range(repeats * naive_models):
@@ -239,7 +306,7 @@ def run_benchmarks(
     ).strategy
 
     print("chapter costs: the quick profile of every experiment ...", flush=True)
-    costs = [] if quick else _chapter_costs(dev)
+    costs = _chapter_costs(dev) if chapter_costs and not quick else []
 
     info = provenance(str(dev))
     lines = [
@@ -273,6 +340,12 @@ def run_benchmarks(
         [
             ("(a) naive: DataLoader + nn.Module, one at a time", mlp_naive, False),
             ("(b) engine: all K stacked, on-device data", mlp_engine, True),
+            (
+                "(c) torch.func: stack_module_state + vmap(functional_call), on-device data "
+                "(BN without running statistics)",
+                mlp_func,
+                True,
+            ),
         ],
     )
     res_ways = [("(a) naive: DataLoader + nn.Module, one at a time", res_naive, False)]
@@ -306,7 +379,8 @@ def run_benchmarks(
         "",
         "Raw rates (samples/s per model): "
         f"MLP naive {[round(r) for r in mlp_naive_all]}, "
-        f"engine {[round(r) for r in mlp_engine_all]}; ResNet naive "
+        f"engine {[round(r) for r in mlp_engine_all]}, torch.func "
+        f"{[round(r) for r in mlp_func_all]}; ResNet naive "
         f"{[round(r, 1) for r in res_naive_all]}, engine loop "
         f"{[round(r, 1) for r in res_all['loop']]}, engine stacked "
         f"{[round(r, 1) for r in res_all['stacked']]}.",

@@ -46,22 +46,6 @@ __all__ = [
     "show_full",
 ]
 
-_STEP_KEYS = {"steps": "steps", "mlp_steps": "MLP steps", "linear_steps": "deep linear steps"}
-_SIZE_KEYS = {"blocks": "residual blocks"}
-_LIST_KEYS = {  # key: (singular, plural)
-    "seeds": ("seed", "seeds"),
-    "lrs": ("learning rate", "learning rates"),
-    "momenta": ("momentum", "momenta"),
-    "shifts": ("shift", "shifts"),
-    "shapes": ("shape", "shapes"),
-}
-_COUNT_KEYS = {
-    "draws": "draws",
-    "batches": "batches",
-    "units": "units",
-    "batch_size": "batch size",
-}
-
 
 def profile() -> str:
     """The profile the book is built with: ``$BNLIB_PROFILE``, else ``"quick"``."""
@@ -200,17 +184,17 @@ def _number(value: int) -> str:
 def describe_config(config: dict) -> str:
     """A short description of a run's scale, e.g. ``"50,000 steps, 5 seeds"``."""
     parts = []
-    for key, label in _STEP_KEYS.items():
+    for key, label in experiments.STEP_ARGUMENTS.items():
         if key in config:
             parts.append(f"{_number(config[key])} {label}")
-    for key, label in _SIZE_KEYS.items():
+    for key, label in experiments.SIZE_ARGUMENTS.items():
         if key in config and isinstance(config[key], int):
             parts.append(f"{_number(config[key])} {label}")
-    for key, (singular, plural) in _LIST_KEYS.items():
+    for key, (singular, plural) in experiments.SWEEP_ARGUMENTS.items():
         if key in config and isinstance(config[key], Sequence):
             count = len(config[key])
             parts.append(f"{count} {singular if count == 1 else plural}")
-    for key, label in _COUNT_KEYS.items():
+    for key, (label, _) in experiments.COUNT_ARGUMENTS.items():
         if key in config and isinstance(config[key], int):
             parts.append(f"{label} {_number(config[key])}")
     return ", ".join(parts) or "the registry's full configuration"

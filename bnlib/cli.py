@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--output", default=None, help="write the Markdown report here (e.g. BENCHMARKS.md)"
     )
+    bench.add_argument(
+        "--no-chapter-costs",
+        action="store_true",
+        help="skip timing every experiment's quick profile (minutes)",
+    )
     return parser
 
 
@@ -196,9 +201,22 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args)
         if args.command == "run":
             return _run(args)
+        from pathlib import Path
+
         from bnlib.bench import run_benchmarks
 
-        run_benchmarks(quick=args.quick, device=args.device, output=args.output)
+        if args.output and not Path(args.output).resolve().parent.is_dir():
+            raise ValueError(
+                f"--output {args.output}: folder {Path(args.output).resolve().parent} does not "
+                "exist; create it first (checked before the benchmark runs)"
+            )
+
+        run_benchmarks(
+            quick=args.quick,
+            device=args.device,
+            output=args.output,
+            chapter_costs=not args.no_chapter_costs,
+        )
         return 0
     except (ValueError, OSError, CorruptDatasetError) as error:
         # OSError covers DatasetNotFoundError, ResultsNotWritableError and permissions

@@ -295,6 +295,7 @@ def load_or_compute(
     force: bool = False,
     command: str | None = None,
     code: str | None = None,
+    store: str | None = None,
 ) -> Result:
     """The stored result of ``experiment`` with ``config``, computing and storing it first
     if there is none (or ``force``).
@@ -307,6 +308,7 @@ def load_or_compute(
         command: recorded in the metadata (default: this process's command line).
         code: hash of the code that computes the result (part of the key; see
             :func:`cache_key`), recorded in the metadata as ``code_hash``.
+        store: the folder under the results folder (default: ``profile``).
 
     Returns:
         The :class:`Result`. A stored result that cannot be read or is inconsistent is
@@ -316,7 +318,7 @@ def load_or_compute(
         ResultsNotWritableError: before computing, if the results folder cannot be written.
     """
     key = cache_key(experiment, config, code)
-    folder = results_dir() / profile / experiment
+    folder = results_dir() / (store or profile) / experiment
     parquet, meta_path = folder / f"{key}.parquet", folder / f"{key}.json"
     canonical = json.loads(_canonical(config))
     if folder.is_dir():

@@ -29,23 +29,19 @@ from bnlib.results import cache_key, results_dir
 
 __all__ = ["estimate_seconds", "format_status", "full_arguments", "run_all", "status", "work"]
 
-_STEP_KEYS = ("steps", "mlp_steps", "linear_steps")
-_LIST_KEYS = ("seeds", "lrs", "momenta", "shapes", "shifts", "norms")
-_COUNT_KEYS = ("draws", "batches")
-
 
 def work(config: dict) -> float:
     """The amount of work a config asks for, in arbitrary units (see the module docstring).
 
     ``config`` should hold every argument (:func:`full_arguments`), defaults included.
     """
-    steps = sum(config[k] for k in _STEP_KEYS if k in config)
+    steps = sum(config[k] for k in experiments.STEP_ARGUMENTS if k in config)
     total = float(steps) if steps else 1.0
-    for key in _LIST_KEYS:
+    for key in experiments.SWEEP_ARGUMENTS:
         if isinstance(config.get(key), list | tuple):
             total *= max(1, len(config[key]))
-    for key in _COUNT_KEYS:
-        if isinstance(config.get(key), int):
+    for key, (_, multiplies) in experiments.COUNT_ARGUMENTS.items():
+        if multiplies and isinstance(config.get(key), int):
             total *= config[key]
     if "lr_count" in config:
         total *= config["lr_count"]

@@ -53,7 +53,6 @@ __all__ = [
 
 #: Steps of a drift check's prefix run (see :func:`drift`).
 PREFIX_STEPS = 40
-_STEP_KEYS = ("steps", "mlp_steps", "linear_steps")
 
 #: Float columns of tidy results that identify a row rather than measure something (some
 #: are floats only because other rows leave them empty).
@@ -105,7 +104,7 @@ class Comparison:
 def prefix_config(config: dict, steps: int = PREFIX_STEPS) -> dict:
     """``config`` with every step argument cut to at most ``steps``: the first steps of the
     same run (same seeds, data order and logging density)."""
-    return {k: (min(v, steps) if k in _STEP_KEYS else v) for k, v in config.items()}
+    return {k: (min(v, steps) if k in experiments.STEP_ARGUMENTS else v) for k, v in config.items()}
 
 
 def _measured(frame: pd.DataFrame) -> list[str]:

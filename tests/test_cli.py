@@ -135,3 +135,10 @@ def test_bench_quick_writes_a_report(tmp_path):
     assert main(["bench", "--quick", "--device", "cpu", "--output", str(report)]) == 0
     text = report.read_text()
     assert "matmul peak" in text and "MLP sweep" in text and "ResNet-20 sweep" in text
+    assert "(c) torch.func: stack_module_state + vmap(functional_call)" in text
+
+
+def test_bench_refuses_an_output_in_a_missing_folder_before_running(tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "bench.md"
+    assert main(["bench", "--quick", "--output", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -42,8 +42,10 @@ def test_status_lists_every_experiment_and_estimates_from_the_quick_run(results,
     assert "sigmoid_saturation" in capsys.readouterr().out
 
 
-def test_drift_check_passes_on_the_same_code_and_names_a_changed_result(results):
-    experiments.run("bias_blowup", "full", steps=120)  # a short stand-in for the full run
+def test_drift_check_passes_on_the_same_code_and_names_a_changed_result(results, monkeypatch):
+    full = experiments.get("bias_blowup").profiles["full"]
+    monkeypatch.setitem(full, "steps", 120)  # a short stand-in for the full run
+    experiments.run("bias_blowup", "full")
     compared, problem = validation.drift("bias_blowup")
     assert problem is None and compared > 10
     stored = next((results / "full" / "bias_blowup").glob("*.parquet"))

@@ -219,6 +219,38 @@ def test_committed_full_result_is_reproduced_by_the_current_code(name, monkeypat
         assert compared > 0, "no rows of the prefix run were compared"
 
 
+@pytest.mark.skipif(not COMMITTED, reason="no full result is committed in results/full")
+@pytest.mark.parametrize("name", COMMITTED)
+def test_a_drift_prefix_is_registered_only_where_a_shorter_run_shares_rows(name, monkeypatch):
+    # A result measured once at the end (no step column) has nothing in common with the
+    # first steps of its run: comparing them would report drift where there is none.
+    monkeypatch.setenv("BNLIB_RESULTS", str(REPO / "results"))
+    spec = experiments.get(name).reproduction
+    stored = book.full_result(name)
+    config = {**stored.meta["config"], **spec.subset}
+    if spec.prefix is not None and "step" not in stored.frame.columns:
+        shortened = validation.prefix_config({**config, **spec.prefix})
+        assert shortened == config, (
+            f"{name} measures at the end of its run (no step column), so its drift prefix "
+            "cannot be compared: register it with Reproduction(prefix=None, why=...)"
+        )
+    if spec.prefix is None:
+        assert spec.why, f"{name}: say why a shorter run has no rows in common (why=...)"
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no full result is committed in results/full")
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_full_result_is_current_and_names_a_clean_commit(name, monkeypatch):
+    monkeypatch.setenv("BNLIB_RESULTS", str(REPO / "results"))
+    stored = book.full_result(name)
+    assert stored.current, (
+        f"{name}: computed by older code; `python -m bnlib status --revalidate {name}`"
+    )
+    assert stored.clean_commit, (
+        f"{name}: no clean commit computed or reproduced it; revalidate it from a clean tree"
+    )
+
+
 def test_a_seed_spread_tolerance_allows_what_the_seeds_disagree_by_and_no_more():
     lrs, seeds = np.repeat([0.1, 0.3, 1.0], 2), np.tile([0, 1], 3)
     acc = np.array([0.80, 0.82, 0.70, 0.74, 0.50, 0.50])  # seeds' sd 0.014, 0.028, 0
@@ -229,3 +261,22 @@ def test_a_seed_spread_tolerance_allows_what_the_seeds_disagree_by_and_no_more()
     far = stored[stored.seed == 0].assign(acc=[0.90, 0.80, 0.50])  # 7 and 3.6 sd away
     result = validation.compare(stored, far, rtol=0, atol=0, seed_spread=2)
     assert not result.agrees and "seeds' standard deviation" in result.problem
+
+
+def test_a_full_run_with_replaced_arguments_is_kept_apart_from_the_committed_one(results):
+    experiments.run("sigmoid_saturation", "full", shifts=[0.0, 1.0])
+    assert (results / experiments.OVERRIDES_STORE / "sigmoid_saturation").is_dir()
+    assert book.full_result("sigmoid_saturation") is None  # the book never shows it
+    experiments.run("sigmoid_saturation", "full")
+    assert len(book.full_result("sigmoid_saturation").meta["config"]["shifts"]) == 6
+
+
+def test_a_committed_full_result_is_refused_from_a_tree_with_uncommitted_changes(
+    results, monkeypatch
+):
+    monkeypatch.setattr(experiments, "committed_store", lambda: True)
+    monkeypatch.setattr(experiments, "clean_revision", lambda: None)
+    with pytest.raises(ValueError, match="commit them first"):
+        experiments.run("sigmoid_saturation", "full")
+    assert not (results / "full").exists()
+    experiments.run("sigmoid_saturation", "quick")  # other profiles are not committed

@@ -26,14 +26,19 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bnlib.provenance import computation_hash
-from bnlib.results import Result, load_or_compute, prune_others
+from bnlib.provenance import clean_revision, computation_hash, git_revision
+from bnlib.results import Result, committed_store, load_or_compute, prune_others
 
 __all__ = [
+    "COUNT_ARGUMENTS",
+    "OVERRIDES_STORE",
     "PROFILES",
     "REGISTRY",
     "Experiment",
     "Reproduction",
+    "SIZE_ARGUMENTS",
+    "STEP_ARGUMENTS",
+    "SWEEP_ARGUMENTS",
     "get",
     "profile_name",
     "register",
@@ -41,6 +46,32 @@ __all__ = [
 ]
 
 PROFILES = ("smoke", "quick", "full")
+#: Where full-profile runs with replaced arguments (``--set``) are stored, apart from the
+#: committed full results the book shows: ``<results>/full-overrides/<experiment>/``.
+OVERRIDES_STORE = "full-overrides"
+
+#: What the experiments' arguments mean, for the code that reads a config without running
+#: it (the drift check cuts the step arguments, :mod:`bnlib.status` estimates the work,
+#: :mod:`bnlib.book` labels a result's scale). Step arguments, with their labels:
+STEP_ARGUMENTS = {"steps": "steps", "mlp_steps": "MLP steps", "linear_steps": "deep linear steps"}
+#: Sweeps: lists whose length multiplies the work, with their (singular, plural) labels.
+SWEEP_ARGUMENTS = {
+    "seeds": ("seed", "seeds"),
+    "lrs": ("learning rate", "learning rates"),
+    "momenta": ("momentum", "momenta"),
+    "shifts": ("shift", "shifts"),
+    "shapes": ("shape", "shapes"),
+    "norms": ("normalization", "normalizations"),
+}
+#: Counts, with their labels and whether they multiply the work.
+COUNT_ARGUMENTS = {
+    "draws": ("draws", True),
+    "batches": ("batches", True),
+    "units": ("units", False),
+    "batch_size": ("batch size", False),
+}
+#: Sizes shown in a result's label (they change the work in ways no count captures).
+SIZE_ARGUMENTS = {"blocks": "residual blocks"}
 
 
 @dataclass(frozen=True)
@@ -179,7 +210,9 @@ def run(
         device: where to compute; ``None`` picks the best. Recorded in the provenance,
             not part of the cache key.
         force: compute even if a cached result exists.
-        overrides: arguments that replace the profile's (part of the cache key).
+        overrides: arguments that replace the profile's (part of the cache key). A full
+            profile with replaced arguments is stored in ``<results>/full-overrides``,
+            never with the committed full results the book shows.
 
     Returns:
         The :class:`bnlib.results.Result`: ``.frame`` (tidy data) and ``.meta``
@@ -188,6 +221,14 @@ def run(
     experiment = get(name)
     chosen = profile_name(profile)
     config = {**experiment.profiles[chosen], **overrides}
+    committed = chosen == "full" and config == experiment.profiles["full"]
+    if committed and committed_store() and clean_revision() is None:
+        raise ValueError(
+            f"a full result of {name!r} would be committed in results/full, but the git tree "
+            f"has uncommitted changes ({git_revision()}): commit them first, so that the "
+            "result names the commit whose code computed it (or set BNLIB_RESULTS to "
+            "another folder for a trial run)"
+        )
     takes_device = "device" in inspect.signature(experiment.function).parameters
     extra = {"device": device} if takes_device else {}
     result = load_or_compute(
@@ -198,8 +239,10 @@ def run(
         device=device if takes_device else "cpu",
         force=force,
         code=code_hash(name),
+        # a full profile with replaced arguments is not the book's full result: kept apart
+        store=OVERRIDES_STORE if chosen == "full" and not committed else chosen,
     )
-    if chosen == "full" and not overrides:
+    if committed:
         prune_others(result)  # committed: one full result per experiment, the current one
     return result
 

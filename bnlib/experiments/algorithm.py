@@ -17,7 +17,7 @@ from torch import nn
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import accuracy, log_steps, preserved_state, train
-from bnlib.experiments import Reproduction, register
+from bnlib.experiments import MEASURES_AT_END, Reproduction, register
 from bnlib.models import MLP
 from bnlib.norm import BatchNorm, BatchNormFunction, population_statistics
 from bnlib.setups import IOFFE_MLP
@@ -355,6 +355,7 @@ def running_statistics(
     smoke={"steps": 20},
     quick={"steps": 2000},
     full={"steps": 50_000},
+    reproduce=Reproduction(prefix=None, why=MEASURES_AT_END),
 )
 def distribution_shift(
     contrasts: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4, 0.2),

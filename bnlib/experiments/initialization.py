@@ -34,7 +34,7 @@ from torch import nn
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import accuracy, batch_indices, preserved_state, train
-from bnlib.experiments import Reproduction, register
+from bnlib.experiments import MEASURES_AT_END, Reproduction, register
 from bnlib.experiments.learning_rate import final_rows, lr_grid, lr_sweep
 from bnlib.models import MLP, ResNet
 from bnlib.progress import progress_bar
@@ -491,7 +491,7 @@ def gradient_explosion(
     smoke={"depths": [2, 4], "lr_count": 1, "steps": 5, "width": 16},
     quick={},
     full={"depths": [5, 10, 25, 50, 100], "steps": 2000, "seeds": [0, 1]},
-    reproduce=Reproduction(subset={"depths": [5, 25]}),
+    reproduce=Reproduction(subset={"depths": [5, 25]}, prefix=None, why=MEASURES_AT_END),
 )
 def depth_trainability(
     depths: Sequence[int] = (5, 10, 25, 50),
@@ -669,7 +669,9 @@ SKIPINIT_VARIANTS = {"none": ("none", False), "bn": ("torch", False), "skipinit"
         "steps": 2340,
         "seeds": [0, 1, 2],
     },
-    reproduce=Reproduction(subset={"seeds": [0], "variants": ["skipinit"]}),
+    reproduce=Reproduction(
+        subset={"seeds": [0], "variants": ["skipinit"]}, prefix=None, why=MEASURES_AT_END
+    ),
 )
 def skipinit_sweep(
     variants: Sequence[str] = tuple(SKIPINIT_VARIANTS),

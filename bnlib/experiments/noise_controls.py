@@ -32,7 +32,7 @@ from torch import nn
 from bnlib import datasets
 from bnlib.arguments import whole_number
 from bnlib.device import pick_device
-from bnlib.experiments import REGISTRY, Reproduction, register
+from bnlib.experiments import MEASURES_AT_END, REGISTRY, Reproduction, register
 from bnlib.experiments.gradient_noise import lr_batch_sweep, noise_rows, trained_with
 from bnlib.norm import is_batch_norm
 from bnlib.setups import HE_RELU_GAIN
@@ -179,7 +179,7 @@ def _same_steps(profile: str, steps: int) -> dict:
     # one epoch at the middle batch size (256); in the full profile, five
     quick=_same_steps("quick", 234),
     full=_same_steps("full", 1172),
-    reproduce=Reproduction(subset={"batch_sizes": [128]}),
+    reproduce=Reproduction(subset={"batch_sizes": [128]}, prefix=None, why=MEASURES_AT_END),
 )
 def fixed_steps_batch_sweep(
     batch_sizes: Sequence[int] = (64, 256, 1024),

@@ -23,7 +23,7 @@ from bnlib.arguments import whole_number
 from bnlib.data import Split
 from bnlib.device import pick_device
 from bnlib.engine import StackedRun, preserved_state
-from bnlib.experiments import MEASURES_AT_FRACTIONS, Reproduction, register
+from bnlib.experiments import MEASURES_AT_END, MEASURES_AT_FRACTIONS, Reproduction, register
 from bnlib.experiments.factors.common import (
     CHAPTER,
     activation_maker,
@@ -266,6 +266,7 @@ def _digits(split: Split, digits: Sequence[int]) -> Split:
     smoke={"steps": 6, "seeds": [0]},
     quick={"steps": 600, "seeds": [0, 1, 2]},
     full={"steps": 3000, "seeds": [0, 1, 2, 3, 4]},
+    reproduce=Reproduction(prefix=None, why=MEASURES_AT_END),
 )
 def class_mismatch(
     minority_per_majority: Sequence[int] = (1, 9, 19, 99),
