@@ -33,7 +33,7 @@ import pandas as pd
 from bnlib import experiments
 from bnlib.claims import Claim, Claims, checking, with_full
 from bnlib.provenance import is_clean_commit
-from bnlib.results import Result, cache_key, results_dir
+from bnlib.results import Result, cache_key, check_stored, results_dir
 
 __all__ = [
     "FullResult",
@@ -116,11 +116,21 @@ def _stored(folder: Path) -> list[Result]:
             meta = json.loads(meta_path.read_text())
             frame = pd.read_parquet(parquet)
         except (OSError, ValueError) as error:
-            raise ValueError(
-                f"the committed full result {meta_path} cannot be read ({error}); restore it "
-                f"with git, or run `python -m bnlib run {folder.name} --profile full --force`"
-            ) from error
-        found.append(Result(frame, meta, parquet))
+            problem = f"cannot be read ({error})"
+        else:
+            stored = Result(frame, meta, parquet)
+            problem = check_stored(stored)
+            if problem is None and (meta["experiment"], meta["profile"]) != (folder.name, "full"):
+                problem = f"is {meta['experiment']}'s {meta['profile']} result"
+            if problem is None:
+                found.append(stored)
+                continue
+            problem = f"is not usable: {problem}"
+        raise ValueError(
+            f"the committed full result {meta_path} {problem}; restore it with `git checkout "
+            f"-- {folder}`, or recompute it: `python -m bnlib run {folder.name} --profile "
+            "full --force`"
+        )
     return found
 
 

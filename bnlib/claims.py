@@ -44,9 +44,12 @@ import math
 import numbers
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
+
+import numpy as np
 
 from bnlib.provenance import PACKAGE_DIR
 
@@ -229,8 +232,9 @@ def claim(
 
     Args:
         text: the claim, as one sentence (for ``disagrees=True``: the paper's claim).
-        holds: whether the data support it: a bool, or anything ``bool()`` accepts (a
-            NumPy or torch boolean), computed from the experiment's result.
+        holds: whether the data support it: a bool (or a NumPy or one-element torch
+            boolean), computed from the experiment's result. A NaN, a number or a string
+            is refused (TypeError): ``bool()`` would call NaN and ``"False"`` true.
         book: the book's number(s) behind the claim: a number, a ``{label: number}`` dict,
             a sequence of numbers, or a short string.
         paper: the paper's number or statement where it gives one.
@@ -246,7 +250,8 @@ def claim(
     Raises:
         ClaimFailed: the claim does not hold (and is not a declared disagreement), or a
             declared disagreement no longer shows in the data.
-        TypeError: ``text`` is empty or not a string.
+        TypeError: ``text`` is empty or not a string, or ``holds`` or ``disagrees`` is
+            not a boolean.
     """
     if not isinstance(text, str) or not text.strip():
         raise TypeError("claim(text, ...): text must be a non-empty sentence")
@@ -266,7 +271,8 @@ def claim(
             id=anchor,
             only=only,
         )
-    holds = bool(holds)
+    holds = _as_bool(holds, "holds")
+    disagrees = _as_bool(disagrees, "disagrees")
     book_text = _format_book(book)
     status = DISAGREES if disagrees else HOLDS
     enforced = _ENFORCE.get() is not False and profile != "smoke"
@@ -293,6 +299,28 @@ def claim(
         profile=profile,
         id=anchor,
         only=only or "",
+    )
+
+
+def _as_bool(value: object, name: str) -> bool:
+    """``value`` as a bool if it is one (Python, NumPy, or a one-element torch boolean);
+    anything else (a NaN, a number, a string such as ``"False"``) is a TypeError: a claim's
+    verdict must be a comparison's result, never a value that ``bool()`` happens to accept.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    torch = sys.modules.get("torch")  # a torch value can only come from a loaded torch
+    if (
+        torch is not None
+        and isinstance(value, torch.Tensor)
+        and value.dtype == torch.bool
+        and value.numel() == 1
+    ):
+        return bool(value.item())
+    raise TypeError(
+        f"claim(..., {name}=...) must be a boolean (True/False, or a NumPy or torch boolean), "
+        f"got {type(value).__name__} {value!r}: compute it with a comparison, e.g. "
+        f"{name}=bool(measured > threshold)"
     )
 
 

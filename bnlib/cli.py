@@ -105,28 +105,28 @@ def _message(error: BaseException) -> str:
 
 
 def _overrides(name: str, settings: list[str]) -> dict:
-    """``--set KEY=VALUE`` arguments as keyword arguments of experiment ``name``."""
-    import inspect
+    """``--set KEY=VALUE`` arguments as keyword arguments of experiment ``name``, checked
+    (:func:`bnlib.experiments.check_arguments`) before any work."""
     import json
 
     from bnlib import experiments
 
-    takes = [
-        p for p in inspect.signature(experiments.get(name).function).parameters if p != "device"
-    ]
     overrides = {}
     for setting in settings:
         key, equals, text = setting.partition("=")
         key = key.strip()
         if not equals or not key:
             raise ValueError(f"--set takes KEY=VALUE, got {setting!r} (e.g. --set dataset=cifar10)")
-        if key not in takes:
-            raise ValueError(f"{name} has no argument {key!r}; it takes {', '.join(takes)}")
         try:
             overrides[key] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[key] = text
-    return overrides
+        except json.JSONDecodeError as error:
+            if text.strip()[:1] in ("[", "{", '"') or text.strip() in ("", "NaN", "Infinity"):
+                raise ValueError(
+                    f"--set {setting}: {text!r} is not valid JSON ({error.msg} at character "
+                    f"{error.pos}); write lists as --set '{key}=[1, 2]'"
+                ) from None
+            overrides[key] = text  # a bare word: a string (e.g. dataset=cifar10)
+    return experiments.check_arguments(name, overrides)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -144,7 +144,19 @@ def _run(args: argparse.Namespace) -> int:
         run_all(profile, device, force=args.force)
         return 0
     overrides = _overrides(args.experiment, args.set)  # validates the name before any work
-    result = experiments.run(args.experiment, profile, device=device, force=args.force, **overrides)
+    try:
+        result = experiments.run(
+            args.experiment, profile, device=device, force=args.force, **overrides
+        )
+    except (TypeError, IndexError, KeyError, ZeroDivisionError) as error:
+        if not overrides:
+            raise  # a bug in bnlib: the traceback is what its fix needs
+        given = " ".join(f"--set {k}={v}" for k, v in overrides.items())
+        raise ValueError(
+            f"{args.experiment} failed with {given} ({type(error).__name__}: {error}): a value "
+            "outside what it supports; `python -m bnlib list` and its docstring say what each "
+            "argument takes"
+        ) from error
     print(result.provenance_line)
     print(f"{len(result.frame)} rows -> {result.path}")
     return 0
@@ -157,6 +169,10 @@ def _status(args: argparse.Namespace) -> int:
 
     if args.experiments and not args.revalidate:
         raise ValueError("experiment names go with --revalidate (status lists them all)")
+    if args.device is not None:
+        from bnlib.device import pick_device
+
+        pick_device(args.device)  # an unknown or absent device: a clear error, not estimates
     failed = []
     if args.revalidate:
         from bnlib.validation import revalidate

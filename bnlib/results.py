@@ -9,10 +9,14 @@ bnlib functions, classes and constants the experiment's function reaches, withou
 or docstrings), so a changed config or a changed computation computes anew, while an edit
 to figures, widgets, the CLI, or code the experiment does not use keeps its stored result.
 
-Writes are atomic (a temporary file, then a rename; the JSON last), so an interrupted run
-leaves no half-written result and the next run starts that result cleanly. A result whose
-files cannot be read, or do not agree (a JSON without the keys the book needs, a parquet
-whose row count is not the JSON's ``rows``), is computed again, with a warning. Temporary
+Writes are atomic (both files are written beside the stored ones, then renamed; the JSON
+last), so an interrupted run or a full disk leaves no half-written result and keeps the
+previous one, ``force`` included; a result computed but not written is kept in the error
+(:class:`ResultNotSavedError`). A result whose files cannot be read, or do not agree (a
+JSON without the keys the book needs, a parquet whose row count is not the JSON's
+``rows`` or whose checksum is not its ``data_sha256``, a key that is not that of the
+JSON's config and code: :func:`check_stored`), is computed again, with a warning; a
+committed full result like that is an error (:func:`bnlib.book.full_result`). Temporary
 files that a crashed run left behind (``.<file>.<pid>.tmp`` of a process that no longer
 runs, or older than :data:`STALE_TMP_AFTER_S`) are deleted when a result of that folder is
 read or written.
@@ -30,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -44,10 +49,14 @@ from bnlib.provenance import PACKAGE_DIR, provenance, source_hash
 __all__ = [
     "STALE_TMP_AFTER_S",
     "Result",
+    "ResultNotSavedError",
     "ResultsNotWritableError",
     "cache_key",
+    "check_stored",
     "committed_store",
+    "data_checksum",
     "ensure_writable",
+    "load",
     "load_or_compute",
     "record_validation",
     "results_dir",
@@ -105,8 +114,19 @@ def committed_store() -> bool:
         return False
 
 
+def _json_value(value: object) -> object:
+    """A config value JSON cannot write, as one it can: arrays and tensors by their full
+    values (their ``str`` elides the middle of long arrays, so two configs would share a
+    key), anything else by its text."""
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars, torch tensors
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return str(value)
+
+
 def _canonical(config: dict) -> str:
-    return json.dumps(config, sort_keys=True, default=str)
+    return json.dumps(config, sort_keys=True, default=_json_value)
 
 
 def cache_key(experiment: str, config: dict, code: str | None = None) -> str:
@@ -157,13 +177,15 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def ensure_writable(folder: str | os.PathLike) -> Path:
+def ensure_writable(folder: str | os.PathLike, needed_bytes: int = 0) -> Path:
     """Create ``folder`` (and its parents) if needed and check that files can be written in it.
 
     Called before an experiment computes, so that a run of hours cannot end unable to save.
 
     Args:
         folder: the folder results will be written to.
+        needed_bytes: the free space the result will take (an estimate: the size of the
+            results already stored there); a disk with less free space is refused.
 
     Returns:
         The folder, as a :class:`~pathlib.Path`.
@@ -194,7 +216,33 @@ def ensure_writable(folder: str | os.PathLike) -> Path:
         raise ResultsNotWritableError(
             f"cannot store results in {folder}: {reason} ({type(error).__name__}). {fix}"
         ) from error
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise ResultsNotWritableError(
+            f"cannot store results in {folder}: {free:,} bytes free, and a result of this "
+            f"experiment takes about {needed_bytes:,}. Fix: free space on that disk, or set "
+            "BNLIB_RESULTS to a folder on another."
+        )
     return folder
+
+
+def _stored_size(folder: Path) -> int:
+    """The size in bytes of the largest result stored in ``folder`` (0 if none): what the
+    next one will take, about."""
+    sizes: dict[str, int] = {}
+    try:
+        for path in folder.glob("*.*"):
+            if path.suffix in (".parquet", ".json"):
+                sizes[path.stem] = sizes.get(path.stem, 0) + path.stat().st_size
+    except OSError:
+        return 0
+    return max(sizes.values(), default=0)
+
+
+def data_checksum(path: Path) -> str:
+    """The SHA-256 of a stored result's parquet file (hex), recorded in its JSON as
+    ``data_sha256`` so that an edited or truncated file is recognised when read."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -264,6 +312,27 @@ def _problem(meta: object, frame: pd.DataFrame, expected: dict) -> str | None:
     return None
 
 
+def check_stored(result: Result) -> str | None:
+    """What is wrong with a stored result, or ``None``: its JSON's keys and types, its row
+    count, its data's checksum (``data_sha256``, where recorded), and its key against the
+    experiment, config and code hash the JSON names (an edited config keeps no key)."""
+    meta = result.meta
+    problem = _problem(meta, result.frame, {})
+    if problem is not None:
+        return problem
+    if "key" in meta and "code_hash" in meta:
+        key = cache_key(meta["experiment"], meta["config"], meta["code_hash"])
+        if meta["key"] != key or result.path.stem != key:
+            return (
+                f"its key ({result.path.stem}) is not that of the experiment, config and code "
+                f"its JSON names ({key}): the JSON was edited"
+            )
+    recorded = meta.get("data_sha256")
+    if recorded is not None and data_checksum(result.path) != recorded:
+        return "its parquet is not the one its JSON names (the checksum differs): it was edited"
+    return None
+
+
 def _read(parquet: Path, meta_path: Path, expected: dict) -> Result | None:
     """The stored result, or ``None`` (with a warning if it exists but is unusable)."""
     if not meta_path.exists():  # no metadata: never finished writing
@@ -274,9 +343,10 @@ def _read(parquet: Path, meta_path: Path, expected: dict) -> Result | None:
     except Exception as error:  # any unreadable file: recompute
         problem = f"cannot be read ({type(error).__name__}: {error})"
     else:
-        problem = _problem(meta, frame, expected)
+        stored = Result(frame, meta, parquet)
+        problem = _problem(meta, frame, expected) or check_stored(stored)
         if problem is None:
-            return Result(frame, meta, parquet)
+            return stored
         problem = f"is inconsistent: {problem}"
     warnings.warn(
         f"cached result {meta_path.name} / {parquet.name} in {parquet.parent} {problem}; "
@@ -284,6 +354,25 @@ def _read(parquet: Path, meta_path: Path, expected: dict) -> Result | None:
         stacklevel=3,
     )
     return None
+
+
+def load(
+    experiment: str, profile: str, config: dict, code: str | None = None, store: str | None = None
+) -> Result | None:
+    """The stored result of ``experiment`` with ``config`` and ``code`` (see
+    :func:`load_or_compute`), or ``None`` if there is none or it is unusable (with a
+    warning naming the file and the problem). Never computes."""
+    key = cache_key(experiment, config, code)
+    folder = results_dir() / (store or profile) / experiment
+    expected = {
+        "experiment": experiment,
+        "profile": profile,
+        "config": json.loads(_canonical(config)),
+    }
+    try:
+        return _read(folder / f"{key}.parquet", folder / f"{key}.json", expected)
+    except OSError:  # the results folder is a file, or cannot be listed
+        return None
 
 
 def load_or_compute(
@@ -315,7 +404,10 @@ def load_or_compute(
         computed again, with a warning naming the file and the problem.
 
     Raises:
-        ResultsNotWritableError: before computing, if the results folder cannot be written.
+        ResultsNotWritableError: before computing, if the results folder cannot be written
+            or has less free space than a stored result of this experiment takes.
+        ResultNotSavedError: after computing, if writing failed (full disk): the error holds
+            the computed ``frame`` and ``meta``; the stored result, if any, is kept.
     """
     key = cache_key(experiment, config, code)
     folder = results_dir() / (store or profile) / experiment
@@ -324,11 +416,11 @@ def load_or_compute(
     if folder.is_dir():
         _clean_stale_temporaries(folder)
     if not force:
-        expected = {"experiment": experiment, "profile": profile, "config": canonical}
-        cached = _read(parquet, meta_path, expected)
+        cached = load(experiment, profile, config, code, store)
         if cached is not None:
             return cached
-    ensure_writable(folder)  # before computing: a long run must be able to save
+    # before computing: a long run must be able to save
+    ensure_writable(folder, needed_bytes=_stored_size(folder) if folder.is_dir() else 0)
     start = time.perf_counter()
     frame = compute()
     wall = time.perf_counter() - start
@@ -343,10 +435,45 @@ def load_or_compute(
         "command": command or _command_line(),
         "provenance": provenance(device),
     }
-    meta_path.unlink(missing_ok=True)  # the JSON is written last and marks completion
-    _write_atomically(parquet, lambda p: frame.to_parquet(p, index=False))
-    _write_atomically(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    _store(frame, meta, parquet, meta_path)
     return Result(frame, meta, parquet)
+
+
+class ResultNotSavedError(ResultsNotWritableError):
+    """A computed result could not be written; ``frame`` and ``meta`` hold it, and the
+    result stored before (if any) is kept."""
+
+    def __init__(self, message: str, frame: pd.DataFrame, meta: dict):
+        super().__init__(message)
+        self.frame, self.meta = frame, meta
+
+
+def _store(frame: pd.DataFrame, meta: dict, parquet: Path, meta_path: Path) -> None:
+    """Write a result's two files. Both are written completely beside the stored ones
+    before any of those is replaced, so a full disk or a crash keeps the previous result
+    (with ``--force`` too); the JSON, written last, marks completion."""
+    tmp_parquet = parquet.with_name(f".{parquet.name}.{os.getpid()}.tmp")
+    tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_parquet(tmp_parquet, index=False)
+        meta["data_sha256"] = data_checksum(tmp_parquet)
+        tmp_meta.write_text(json.dumps(meta, indent=2))
+        meta_path.unlink(missing_ok=True)
+        os.replace(tmp_parquet, parquet)
+        os.replace(tmp_meta, meta_path)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ResultNotSavedError(
+            f"{meta['experiment']} was computed ({len(frame):,} rows) but cannot be written "
+            f"to {parquet.parent}: {reason}. The result stored there before, if any, is kept; "
+            "the computed one is in this error's .frame and .meta. Fix: free space on that "
+            "disk (or set BNLIB_RESULTS to a folder on another) and run it again.",
+            frame,
+            meta,
+        ) from error
+    finally:
+        tmp_parquet.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
 
 
 def prune_others(result: Result) -> list[Path]:
@@ -377,6 +504,7 @@ def record_validation(result: Result, *, key: str, code_hash: str, validation: d
     """
     meta = dict(result.meta)
     meta.setdefault("computed_code_hash", meta.get("code_hash"))
+    meta.setdefault("data_sha256", data_checksum(result.path))  # results stored before it
     meta["key"], meta["code_hash"] = key, code_hash
     meta["validations"] = [*meta.get("validations", []), validation]
     folder = result.path.parent

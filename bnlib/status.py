@@ -16,7 +16,7 @@ exactly with the steps.
 from __future__ import annotations
 
 import inspect
-import json
+import os
 import sys
 import time
 
@@ -25,7 +25,7 @@ import pandas as pd
 from bnlib import experiments
 from bnlib.book import format_duration, full_result
 from bnlib.provenance import device_description
-from bnlib.results import cache_key, results_dir
+from bnlib.results import load, results_dir
 
 __all__ = ["estimate_seconds", "format_status", "full_arguments", "run_all", "status", "work"]
 
@@ -60,14 +60,11 @@ def full_arguments(name: str, profile: str) -> dict:
 
 
 def _cached_meta(name: str, profile: str) -> dict | None:
-    """The metadata of ``name``'s cached result in ``profile`` for the current code."""
+    """The metadata of ``name``'s cached result in ``profile`` for the current code, if it
+    is usable (an unusable one is reported with a warning and counts as absent)."""
     experiment = experiments.get(name)
-    key = cache_key(name, experiment.profiles[profile], experiments.code_hash(name))
-    path = results_dir() / profile / name / f"{key}.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    stored = load(name, profile, experiment.profiles[profile], experiments.code_hash(name))
+    return None if stored is None else stored.meta
 
 
 def estimate_seconds(name: str, device: str | None = None) -> float | None:
@@ -95,33 +92,54 @@ def status(device: str | None = None) -> pd.DataFrame:
     experiments._load_all()
     rows = []
     for name in sorted(experiments.REGISTRY):
-        stored = full_result(name)
-        if stored is None:
-            full = "-"
-        elif not stored.current:
-            full = "stale: older code"
-        elif stored.clean_commit is None:
-            full = "current, no clean commit"
-        elif stored.validation is not None:
-            full = f"reproduced at {stored.clean_commit[:7]}"
-        else:
-            full = "current"
         rows.append(
             {
                 "experiment": name,
                 "chapter": experiments.REGISTRY[name].chapter,
                 "quick": "cached" if _cached_meta(name, "quick") else "-",
-                "full": full,
+                "full": _full_state(name),
                 "full run here": format_duration(estimate_seconds(name, device)),
             }
         )
     return pd.DataFrame(rows)
 
 
+def _full_state(name: str) -> str:
+    """The ``full`` column of :func:`status` for experiment ``name``."""
+    try:
+        stored = full_result(name)
+    except ValueError as error:  # unreadable or edited: say so, and go on with the others
+        return f"unusable: {error}"
+    if stored is None:
+        return "-"
+    if not stored.current:
+        return "stale: older code"
+    if stored.clean_commit is None:
+        return "current, no clean commit"
+    if stored.validation is not None:
+        return f"reproduced at {stored.clean_commit[:7]}"
+    return "current"
+
+
 def format_status(table: pd.DataFrame) -> str:
-    """The status table as plain text, with a line saying what the columns mean."""
+    """The status table as plain text, with a line saying what the columns mean (and,
+    below it, why a result is unusable, or that the results folder is missing)."""
+    unusable = table["full"].str.startswith("unusable: ")
+    problems = [text.removeprefix("unusable: ") for text in table.loc[unusable, "full"]]
+    shown = table.assign(full=table["full"].where(~unusable, "unusable (see below)"))
+    notes = "".join(f"\n\n{problem}" for problem in problems)
+    folder = results_dir()
+    if not folder.is_dir():
+        notes += (
+            f"\n\nThe results folder {folder} "
+            + ("is a file" if folder.exists() else "does not exist")
+            + " (BNLIB_RESULTS="
+            + repr(os.environ.get("BNLIB_RESULTS"))
+            + "): every result shows as missing. Set BNLIB_RESULTS to the folder that holds "
+            "them, or unset it to use the repository's results/."
+        )
     return (
-        table.to_string(index=False)
+        shown.to_string(index=False)
         + "\n\nquick: cached for the current code; full: committed in results/full "
         "(current = computed by the current code; reproduced = computed by older code and "
         "reproduced by the current code at that commit; stale = computed by older code and "
@@ -129,7 +147,7 @@ def format_status(table: pd.DataFrame) -> str:
         "built until it is current; no clean commit = computed from a tree with "
         "uncommitted changes, which --revalidate also fixes); full run here: estimated from "
         "the quick run's wall time on this device (unknown: no quick result from this device "
-        "yet)."
+        "yet)." + notes
     )
 
 
@@ -139,7 +157,7 @@ def _pending(profile: str, force: bool) -> list[str]:
     if force:
         return names
     if profile == "full":
-        return [n for n in names if (s := full_result(n)) is None or not s.current]
+        return [n for n in names if not _full_state(n).startswith(("current", "reproduced"))]
     return [n for n in names if _cached_meta(n, profile) is None]
 
 

@@ -84,9 +84,9 @@ def test_a_full_matplotlib_figure_is_shown_once(results, capsys):
 
 
 def test_a_full_result_from_older_code_is_marked_stale(results):
-    first = experiments.run("sigmoid_saturation", "full")
-    meta = dict(first.meta, key="0" * 16, code_hash="feedfacefeedface")
-    (first.path.with_suffix(".json")).write_text(json.dumps(meta))
+    from toy_experiments import as_if_computed_by_older_code
+
+    as_if_computed_by_older_code(experiments.run("sigmoid_saturation", "full").path)
     stored = book.full_result("sigmoid_saturation")
     assert stored is not None and not stored.current
     text = repr(book.full_note("sigmoid_saturation"))
@@ -175,3 +175,52 @@ def test_check_takes_several_experiments_and_their_full_results_together(results
     experiments.run("transform_stages", "full")
     both = book.check(shifts_against_stages, names)
     assert both[0].full_status == "holds" and both[0].full == "6"
+
+
+def _edit_rows(result, keep):
+    result.frame.iloc[:keep].to_parquet(result.path, index=False)
+
+
+def _drop_a_column(result):
+    result.frame.drop(columns=result.frame.columns[-1]).to_parquet(result.path, index=False)
+
+
+def _edit_config(result):
+    meta_path = result.path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["points"] = 10
+    meta_path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda r: _edit_rows(r, 0), "rows"),
+        (lambda r: _edit_rows(r, 5), "rows"),
+        (_drop_a_column, "checksum differs"),
+        (_edit_config, "the JSON was edited"),
+        (lambda r: r.path.with_suffix(".json").write_text("[1, 2]"), "not an object"),
+        (lambda r: (r.path.parent / "notes.json").write_text("{}"), "cannot be read"),
+    ],
+)
+def test_an_edited_committed_full_result_is_never_served(results, edit, problem):
+    from bnlib.status import format_status, status
+
+    edit(experiments.run("sigmoid_saturation", "full"))
+    with pytest.raises(ValueError, match=problem):
+        book.full_result("sigmoid_saturation")
+    table = status()  # the other experiments are still listed
+    row = table.set_index("experiment").loc["sigmoid_saturation"]
+    assert row["full"].startswith("unusable") and len(table) == len(experiments.REGISTRY)
+    assert "git checkout" in format_status(table)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"experiment": "sigmoid_saturation"}'])
+def test_an_unusable_cached_result_counts_as_absent_in_status(results, text):
+    from bnlib.status import status
+
+    cached = experiments.run("sigmoid_saturation", "quick")
+    cached.path.with_suffix(".json").write_text(text)
+    with pytest.warns(UserWarning, match="computing it again"):
+        table = status()
+    assert table.set_index("experiment").loc["sigmoid_saturation", "quick"] == "-"

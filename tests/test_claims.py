@@ -48,6 +48,28 @@ def test_claims_of_one_cell_render_together_and_bad_input_is_refused():
         claim("  ", True, book=1)
 
 
+@pytest.mark.parametrize(
+    "verdict", [float("nan"), np.nan, "False", "yes", 0.0001, 1, None, np.array([True, False])]
+)
+def test_a_verdict_that_is_not_a_boolean_is_refused(verdict):
+    # bool() would call NaN, "False" and 0.0001 true: a claim would pass on them
+    with pytest.raises(TypeError, match="must be a boolean"):
+        claim("accuracy above 0.9", verdict, book=0.5)
+    with pytest.raises(TypeError, match="must be a boolean"):
+        claim("noise prevents training", False, book=0.5, disagrees=verdict)
+
+
+def test_numpy_and_torch_booleans_are_verdicts():
+    import torch
+
+    assert claim("a", np.bool_(True), book=1).holds is True
+    assert claim("b", torch.tensor(1.0) > 0, book=1).holds is True
+    with pytest.raises(TypeError, match="must be a boolean"):
+        claim("c", torch.tensor(float("nan")), book=1)
+    with pytest.raises(ClaimFailed):
+        claim("d", torch.tensor([False]), book=1)
+
+
 def test_html_special_characters_survive_the_round_trip():
     c = claim('cos < 0 & "quoted"', True, book={"a<b": 1e-15})
     (record,) = parse_rendered(c._repr_html_())

@@ -57,6 +57,52 @@ def test_bad_input_is_a_clear_error_and_exit_code_2(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("steps=abc", "steps must be a whole number, got 'abc'"),
+        ("steps=null", "steps must be a whole number, got None"),
+        ("steps=2.5", "steps must be a whole number, got 2.5"),
+        ("steps=0", "steps must be at least 1"),
+        ("steps=[1,2", "is not valid JSON"),
+        ("lr=inf", "lr must be a number, got 'inf'"),
+        ("lr=1e400", "lr must be a finite number"),
+        ("lr=-0.1", "lr must be positive"),
+        ("lr=true", "lr must be a number"),
+        ("seed=-1", "seed must be at least 0"),
+        ("contrasts=[]", "contrasts must be a non-empty list"),
+        ("contrasts=0.5", "contrasts must be a non-empty list"),
+        ('contrasts=[1, "a"]', "contrasts must be a number, got 'a'"),
+        ("dataset=[1]", "dataset must be a string"),
+    ],
+)
+def test_every_value_a_user_can_type_is_checked_before_any_work(setting, message, capsys, results):
+    assert main(["run", "distribution_shift", "--profile", "smoke", "--set", setting]) == 2
+    _assert_clear_error(capsys, message)
+    assert not (results / "smoke").exists()  # refused before computing
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("points=0", "points must be at least 1"), ("std=-1", "std must be positive")],
+)
+def test_values_the_issue_found_unchecked_are_refused(setting, message, capsys):
+    assert main(["run", "sigmoid_saturation", "--profile", "smoke", "--set", setting]) == 2
+    _assert_clear_error(capsys, message)
+
+
+def test_a_whole_number_written_as_a_float_is_taken(capsys, results):
+    argv = ["run", "sigmoid_saturation", "--profile", "smoke", "--set", "points=1e1"]
+    assert main(argv) == 0
+    (meta,) = (results / "smoke" / "sigmoid_saturation").glob("*.json")
+    assert json.loads(meta.read_text())["config"]["points"] == 10
+
+
+def test_status_refuses_an_unknown_device(capsys):
+    assert main(["status", "--device", "tpu"]) == 2
+    _assert_clear_error(capsys, "unknown device 'tpu'")
+
+
 def _assert_clear_error(capsys, *fragments: str) -> str:
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err

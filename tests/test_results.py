@@ -233,3 +233,66 @@ def test_read_only_folder_fails_before_computing(tmp_path, monkeypatch):
     finally:
         folder.chmod(0o700)
     assert calls == []
+
+
+def test_numpy_arrays_in_a_config_are_keyed_by_their_full_values(results):
+    import numpy as np
+
+    grid = np.linspace(0, 6, 1001)
+    changed = grid.copy()
+    changed[500] += 0.5  # in the middle, which NumPy's text elides
+    assert str(grid) == str(changed)
+    assert cache_key("demo", {"x": grid}) != cache_key("demo", {"x": changed})
+    compute, calls = counting(pd.DataFrame({"x": [1.0]}))
+    load_or_compute("demo", "quick", {"x": grid}, compute)
+    load_or_compute("demo", "quick", {"x": changed}, compute)
+    assert len(calls) == 2
+    assert cache_key("demo", {"x": grid}) == cache_key("demo", {"x": grid.tolist()})
+
+
+def _fail_writes(monkeypatch):
+    """Make every parquet write fail as on a full disk."""
+    import errno
+
+    def no_space(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", no_space)
+
+
+def test_a_full_disk_keeps_the_previous_result_and_the_computed_one(results, monkeypatch):
+    from bnlib.results import ResultNotSavedError
+
+    old = load_or_compute("demo", "quick", {}, lambda: pd.DataFrame({"x": [1.0]}))
+    _fail_writes(monkeypatch)
+    with pytest.raises(ResultNotSavedError, match=r"cannot be written to .*demo.*is kept") as info:
+        load_or_compute("demo", "quick", {}, lambda: pd.DataFrame({"x": [2.0]}), force=True)
+    assert info.value.frame["x"].tolist() == [2.0]  # the computed result is not lost
+    assert str(results) in str(info.value)
+    monkeypatch.undo()
+    monkeypatch.setenv("BNLIB_RESULTS", str(results))
+    kept = load_or_compute("demo", "quick", {}, lambda: pd.DataFrame({"x": [3.0]}))
+    assert kept.frame["x"].tolist() == [1.0] and kept.path == old.path
+    assert not list(results.rglob(".*.tmp"))
+
+
+def test_too_little_free_space_is_refused_before_computing(results, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    load_or_compute("demo", "quick", {"lr": 0.1}, lambda: pd.DataFrame({"x": range(1000)}))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100, 100))
+    compute, calls = counting(pd.DataFrame({"x": [1]}))
+    with pytest.raises(ResultsNotWritableError, match="100 bytes free"):
+        load_or_compute("demo", "quick", {"lr": 0.2}, compute)
+    assert calls == []
+
+
+def test_an_edited_parquet_is_recognised_by_its_checksum(results):
+    compute, calls = counting(pd.DataFrame({"x": [1.0, 2.0], "y": [3.0, 4.0]}))
+    first = load_or_compute("demo", "quick", {}, compute)
+    first.frame.drop(columns="y").to_parquet(first.path, index=False)  # same rows, a column less
+    with pytest.warns(UserWarning, match="checksum differs"):
+        load_or_compute("demo", "quick", {}, compute)
+    assert len(calls) == 2

@@ -3,6 +3,7 @@ committed full result (its drift check is in test_validation.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 
 from bnlib import experiments, status, validation
 from bnlib.cli import main
+from bnlib.results import data_checksum
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = sorted(
@@ -52,6 +54,9 @@ def test_drift_check_passes_on_the_same_code_and_names_a_changed_result(results,
     frame = pd.read_parquet(stored)
     frame.loc[frame["step"] == 1, "value"] *= 1.5  # what a change to the computation does
     frame.to_parquet(stored, index=False)
+    meta_path = stored.with_suffix(".json")  # as if another computation had stored them
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "data_sha256": data_checksum(stored)}))
     compared, problem = validation.drift("bias_blowup")
     assert problem is not None
     assert "bias_blowup" in problem and "python -m bnlib run bias_blowup --profile full" in problem

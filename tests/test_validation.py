@@ -186,11 +186,9 @@ def test_scaling_an_initialization_by_1_1_fails_exactly_the_results_that_use_it(
 
 
 def test_a_stale_result_fails_the_book_build_and_names_the_fix(committed_toys, monkeypatch):
-    folder = committed_toys / "full" / "toy_plain"
-    meta_path = next(folder.glob("*.json"))
-    meta = json.loads(meta_path.read_text())
-    meta["key"] = "0" * 16  # as if computed by other code
-    meta_path.write_text(json.dumps(meta))
+    from toy_experiments import as_if_computed_by_older_code
+
+    as_if_computed_by_older_code(next((committed_toys / "full" / "toy_plain").glob("*.parquet")))
     assert not book.full_result("toy_plain").current
     monkeypatch.setenv("BNLIB_BOOK_BUILD", "1")
     with pytest.raises(ValueError, match="status --revalidate"):

@@ -19,11 +19,18 @@ else ``quick``) through the on-disk cache of :mod:`bnlib.results`, and returns i
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import math
+import numbers
 import os
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import UnionType
+from typing import Union
 
+import numpy as np
 import pandas as pd
 
 from bnlib.provenance import clean_revision, computation_hash, git_revision
@@ -39,6 +46,7 @@ __all__ = [
     "SIZE_ARGUMENTS",
     "STEP_ARGUMENTS",
     "SWEEP_ARGUMENTS",
+    "check_arguments",
     "get",
     "profile_name",
     "register",
@@ -220,7 +228,7 @@ def run(
     """
     experiment = get(name)
     chosen = profile_name(profile)
-    config = {**experiment.profiles[chosen], **overrides}
+    config = {**experiment.profiles[chosen], **check_arguments(name, overrides)}
     committed = chosen == "full" and config == experiment.profiles["full"]
     if committed and committed_store() and clean_revision() is None:
         raise ValueError(
@@ -245,6 +253,88 @@ def run(
     if committed:
         prune_others(result)  # committed: one full result per experiment, the current one
     return result
+
+
+#: Whole-number arguments that may be 0 (an index or a seed); all others must be >= 1.
+_MAY_BE_ZERO = frozenset({"seed", "seeds", "checkpoints", "units", "layer"})
+#: Real-number arguments that must be > 0 (besides every learning rate: a name with "lr").
+_POSITIVE = frozenset(
+    {"std", "scales", "factors", "contrasts", "step_range", "epochs", "step_size"}
+)
+#: Real-number arguments that must be >= 0.
+_NOT_NEGATIVE = frozenset({"weight_decay", "weight_decays", "eps_values", "momentum", "rates"})
+
+
+def check_arguments(name: str, arguments: dict) -> dict:
+    """Arguments given to experiment ``name`` (``--set`` or :func:`run`'s overrides),
+    checked against its function's annotations before any work.
+
+    Whole numbers must be whole (``1e3`` becomes 1000; ``2.5`` is refused) and at least 1
+    (0 for seeds and indices); real numbers finite, learning rates and scales positive;
+    lists non-empty lists of such values; ``None`` only where the function accepts it.
+    Arguments of other types are passed through unchecked.
+
+    Returns:
+        The arguments, with whole numbers given as floats made ints.
+
+    Raises:
+        ValueError: an unknown argument or a value that does not fit, naming the argument,
+            what it takes and what was given.
+    """
+    function = get(name).function
+    parameters = [p for p in inspect.signature(function).parameters if p != "device"]
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # annotations that cannot be resolved here: check names only
+        hints = {}
+    checked = {}
+    for key, value in arguments.items():
+        if key not in parameters:
+            raise ValueError(f"{name} has no argument {key!r}; it takes {', '.join(parameters)}")
+        checked[key] = _check_value(name, key, value, hints.get(key))
+    return checked
+
+
+def _check_value(name: str, key: str, value: object, hint: object) -> object:
+    def refuse(what: str) -> ValueError:
+        return ValueError(f"{name}: {key} must be {what}, got {value!r}")
+
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, UnionType) else ()
+    if options:
+        if value is None and type(None) in options:
+            return None
+        rest = [o for o in options if o is not type(None)]
+        hint = rest[0] if len(rest) == 1 else None
+    origin = typing.get_origin(hint)
+    if origin in (tuple, list, Sequence, collections.abc.Sequence) and hint is not str:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise refuse("a non-empty list, e.g. [1, 2]")
+        inner = typing.get_args(hint)[0] if typing.get_args(hint) else None
+        return [_check_value(name, key, item, inner) for item in value]
+    if hint is int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+            raise refuse("a whole number")
+        value = int(value)
+        if value < (0 if key in _MAY_BE_ZERO else 1):
+            raise refuse("at least 0" if key in _MAY_BE_ZERO else "at least 1")
+        return value
+    if hint is float:
+        if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+            raise refuse("a number")
+        if not math.isfinite(value):
+            raise refuse("a finite number")
+        if ("lr" in key or key in _POSITIVE) and value <= 0:
+            raise refuse("positive")
+        if key in _NOT_NEGATIVE and value < 0:
+            raise refuse("at least 0")
+        return value
+    if hint is str and not isinstance(value, str):
+        raise refuse("a string")
+    if hint is bool and not isinstance(value, bool):
+        raise refuse("true or false")
+    return value
 
 
 def code_hash(name: str) -> str:
