@@ -533,3 +533,61 @@ def test_small_batch_explorer_reslices_by_base_learning_rate_and_norm():
     assert [t.get_text() for t in legend.get_texts()] == ["LayerNorm"]
     norms.value = ()
     assert "choose at least one normalization" in explorer.status.value
+
+
+def test_a_failure_before_any_figure_does_not_claim_one_is_shown():
+    from bnlib.progress import Stopped
+
+    def compute(a, b):
+        raise Stopped(3, 100)
+
+    explorer = make(compute)
+    explorer.build()
+    explorer.run()
+    assert "No run has completed yet" in explorer.status.value
+    assert "last complete run" not in explorer.status.value
+
+
+def test_an_error_reads_as_numbers_and_fits_a_status_line():
+    def compute(a, b):
+        raise ValueError("lr must be positive, got " + ", ".join(["np.float64(-0.5)"] * 40))
+
+    explorer = make(compute)
+    explorer.build()
+    explorer.run()
+    text = explorer.status.value
+    assert "np.float64" not in text and "-0.5" in text
+    assert len(re.sub("<[^>]+>", "", text)) < 200 and text.endswith("…")
+    assert "np.float64" in str(explorer.error)  # the whole error is kept
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [({"unit": 100}, "units 0 to 99, not 100"), ({"unit": -1}, "not -1"), ({"layer": 4}, "1 to 3")],
+)
+def test_covariate_shift_explorer_refuses_a_unit_the_network_lacks(values, message):
+    explorer = covariate_shift_explorer()
+    explorer.build()
+    for name, value in values.items():  # as code (or a widget with other bounds) would
+        explorer.controls[name] = type("Fixed", (), {"value": value})()
+    explorer.run()
+    assert "Cannot run:" in explorer.status.value and message in explorer.status.value
+
+
+@pytest.mark.parametrize(
+    ("make_slicer", "given", "message"),
+    [
+        ("small_batch_explorer", "empty", "has no rows"),
+        ("factor_explorer", "other", "no column 'activation'"),
+        ("lr_sweep_slicer", "list", "re-slices a DataFrame, got list"),
+    ],
+)
+def test_a_slicer_given_the_wrong_data_says_what_to_pass(make_slicer, given, message):
+    import pandas as pd
+
+    import bnlib.widgets
+
+    frame = {"empty": pd.DataFrame(), "other": pd.DataFrame({"x": [1]}), "list": [1, 2]}[given]
+    with pytest.raises(ValueError, match=message) as info:
+        getattr(bnlib.widgets, make_slicer)(frame)
+    assert "book.result(" in str(info.value)

@@ -5,13 +5,21 @@ slider the training explorers share."""
 from __future__ import annotations
 
 import html
+import re
 import threading
 from collections.abc import Callable
 
 from bnlib.figures.interactive import in_book_build
 from bnlib.provenance import PACKAGE_DIR
 
-__all__ = ["LEARNING_RATES", "Explorer", "Slicer", "launch_links", "learning_rate_slider"]
+__all__ = [
+    "LEARNING_RATES",
+    "Explorer",
+    "Slicer",
+    "launch_links",
+    "learning_rate_slider",
+    "require_result",
+]
 
 
 def launch_links(chapter: str) -> dict[str, str]:
@@ -112,20 +120,53 @@ def _static_notice(title: str, chapter: str, defaults: dict, what: str) -> str:
     )
 
 
-def _failure_status(error: BaseException | None) -> str:
-    """The status line (HTML) after a run that raised ``error`` (``""``: no error)."""
+#: The longest error message a status line shows (characters); the rest is in ``.error``.
+STATUS_LENGTH = 160
+
+
+def _readable(message: str) -> str:
+    """``message`` as a reader should see it: NumPy's reprs as plain numbers
+    (``np.float64(0.5)`` -> ``0.5``), cut to :data:`STATUS_LENGTH` characters."""
+    message = re.sub(r"np\.(?:float|int|uint|bool_?)\d*\(([^()]*)\)", r"\1", message)
+    if len(message) > STATUS_LENGTH:
+        message = message[: STATUS_LENGTH - 1].rstrip() + "…"
+    return message
+
+
+def _failure_status(error: BaseException | None, shown: bool = True) -> str:
+    """The status line (HTML) after a run that raised ``error`` (``""``: no error);
+    ``shown``: whether a figure of an earlier run is on screen."""
     if error is None:
         return ""
     from bnlib.progress import Stopped
 
+    kept = " The figure is the last complete run's." if shown else " No run has completed yet."
     if isinstance(error, Stopped):
-        return f"<b>{html.escape(str(error))}.</b> The figure is the last complete run's."
+        return f"<b>{html.escape(_readable(str(error)))}.</b>{kept}"
     if isinstance(error, KeyboardInterrupt):
         return "<b>Interrupted.</b> Change the settings and press Run again."
     if isinstance(error, ValueError):
-        return f"<b>Cannot run:</b> {html.escape(str(error))}"
+        return f"<b>Cannot run:</b> {html.escape(_readable(str(error)))}"
     message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return f"<b>Failed:</b> {html.escape(message)}"
+    return f"<b>Failed:</b> {html.escape(_readable(message))}"
+
+
+def require_result(frame: object, explorer: str, experiment: str, columns: list[str]) -> None:
+    """Check that ``frame`` is a result of ``experiment`` that ``explorer`` can re-slice: a
+    non-empty DataFrame with ``columns``.
+
+    Raises:
+        ValueError: naming what was given and what to pass instead.
+    """
+    import pandas as pd
+
+    fix = f"pass the experiment's result: {explorer}(book.result({experiment!r}).frame)"
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"{explorer} re-slices a DataFrame, got {type(frame).__name__}; {fix}")
+    missing = [c for c in columns if c not in frame.columns]
+    if frame.empty or missing:
+        what = "no rows" if frame.empty else f"no column {', '.join(map(repr, missing))}"
+        raise ValueError(f"{explorer}: the DataFrame given has {what}; {fix}")
 
 
 class Explorer:
@@ -153,6 +194,7 @@ class Explorer:
         self.defaults = defaults or {name: w.value for name, w in controls.items()}
         self._control = self._thread = None
         self.error: BaseException | None = None
+        self._shown = False  # whether a figure of a complete run is on screen
 
     def values(self) -> dict:
         """The controls' current values, by argument name."""
@@ -247,9 +289,10 @@ class Explorer:
             if error is None:
                 try:
                     self.output.outputs = (_output_of(result),)
+                    self._shown = True
                 finally:
                     _close_if_figure(result)
-            self.status.value = _failure_status(error)
+            self.status.value = _failure_status(error, self._shown)
         finally:
             self.error, self._control = error, None
             self.progress.layout.display = "none"
@@ -294,6 +337,7 @@ class Slicer:
             getattr(w, "description", "") or name: _label_of(w) for name, w in controls.items()
         }
         self.error: BaseException | None = None
+        self._shown = False
 
     def values(self) -> dict:
         """The controls' current values, by argument name."""
@@ -318,11 +362,12 @@ class Slicer:
             result = self.draw(**self.values())
             try:
                 self.output.outputs = (_output_of(result),)
+                self._shown = True
             finally:
                 _close_if_figure(result)
         except Exception as caught:
             error = caught
-        self.error, self.status.value = error, _failure_status(error)
+        self.error, self.status.value = error, _failure_status(error, self._shown)
 
     def _ipython_display_(self) -> None:
         from IPython.display import HTML, display

@@ -18,6 +18,7 @@ def covariate_shift_explorer() -> Explorer:
 
     from bnlib.experiments.covariate_shift import ioffe_figure1
     from bnlib.figures.covariate_shift import percentiles_over_training
+    from bnlib.setups import IOFFE_MLP
 
     style = {"description_width": "110px"}
     controls = {
@@ -37,6 +38,13 @@ def covariate_shift_explorer() -> Explorer:
     }
 
     def compute(activation, bn, layer, unit, lr, steps):
+        width = IOFFE_MLP["hidden"][layer - 1] if 1 <= layer <= len(IOFFE_MLP["hidden"]) else 0
+        if not 0 <= unit < width:
+            raise ValueError(
+                f"hidden layer {layer} has units 0 to {width - 1}, not {unit}"
+                if width
+                else f"the network has hidden layers 1 to {len(IOFFE_MLP['hidden'])}, not {layer}"
+            )
         df = ioffe_figure1(
             steps=steps,
             seeds=(0,),

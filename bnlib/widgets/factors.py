@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bnlib.widgets.base import Slicer
+from bnlib.widgets.base import Slicer, require_result
 
 
 def factor_explorer(frame) -> Slicer:
@@ -15,6 +15,7 @@ def factor_explorer(frame) -> Slicer:
 
     from bnlib.figures import factors as figures
 
+    require_result(frame, "factor_explorer", "factor_study", [*figures.FACTORS, "lr"])
     options = []
     for factor, title in figures.FACTORS.items():
         values = figures.factor_values(frame, factor)[factor].unique()
@@ -47,6 +48,7 @@ def small_batch_explorer(frame) -> Slicer:
 
     from bnlib.figures import factors as figures
 
+    require_result(frame, "small_batch_explorer", "small_batches", ["base_lr", "norm"])
     style = {"description_width": "120px"}
     rates = sorted(float(v) for v in frame["base_lr"].unique())
     controls = {

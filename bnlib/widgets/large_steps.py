@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bnlib.widgets.base import Explorer, Slicer
+from bnlib.widgets.base import Explorer, Slicer, require_result
 
 
 def lr_sweep_slicer(frame) -> Slicer:
@@ -15,6 +15,7 @@ def lr_sweep_slicer(frame) -> Slicer:
 
     from bnlib.figures import learning_rate as figures
 
+    require_result(frame, "lr_sweep_slicer", "lr_sweep", ["lr", "seed"])
     style = {"description_width": "110px"}
     lrs = sorted(frame["lr"].unique())
     seeds = sorted(frame["seed"].unique())
