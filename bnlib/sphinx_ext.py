@@ -32,6 +32,7 @@ Enable it in ``_config.yml`` with ``sphinx: extra_extensions: [bnlib.sphinx_ext]
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -162,6 +163,11 @@ CLAIMS_CSS = """
 .bnlib-claim-book::before, .bnlib-claim-paper::before, .bnlib-claim-full::before { content: "| "; }
 table.bnlib-claims-table td, table.bnlib-claims-table th { vertical-align: top;
   font-size: 0.88em; }
+/* Nothing is cut off at the page's right edge: a display equation or a code line wider
+   than the text column scrolls, visibly, instead (the browser test checks it). */
+mjx-container[display="true"] { display: block; max-width: 100%; overflow-x: auto;
+  overflow-y: hidden; padding-bottom: 2px; }
+div.math, div.highlight pre, div.cell_output pre { max-width: 100%; overflow-x: auto; }
 """
 
 
@@ -299,6 +305,51 @@ def claims_table_html(claims: list[dict], link: Any) -> str:
     return f'<table class="table bnlib-claims-table">{head}<tbody>{"".join(rows)}</tbody></table>'
 
 
+#: The appendix's groups, in order: (status, heading, what the group means).
+GROUPS = (
+    ("holds", "Claims the book's data support", "the book measured it, and it holds"),
+    (
+        "disagrees with the paper",
+        "Claims of the papers the book's data contradict",
+        "stated as the paper's; each chapter discusses the disagreement where it occurs",
+    ),
+    (
+        "not checked for this profile",
+        "Claims not checked on these data",
+        "claims about another profile's runs (for example the length of a run)",
+    ),
+)
+
+
+def claims_appendix_html(claims: list[dict], link: Any) -> str:
+    """The appendix: a line of counts, then one table (:func:`claims_table_html`) per
+    status (:data:`GROUPS`, any other status after them), each under a heading with its
+    count; claims keep their reading order within a group."""
+    from html import escape
+
+    count = {status: sum(c["status"] == status for c in claims) for status, _, _ in GROUPS}
+    summary = (
+        f"<p>{len(claims)} claims in {len({c['docname'] for c in claims})} chapters: "
+        f"{count['holds']} hold, {count['disagrees with the paper']} disagree with the paper, "
+        f"{count['not checked for this profile']} are not checked on these data.</p>"
+    )
+    known = {status for status, _, _ in GROUPS}
+    others = sorted({c["status"] for c in claims} - known)
+    groups = [*GROUPS, *((status, f"Claims that {status}", "") for status in others)]
+    parts = [summary]
+    for status, heading, meaning in groups:
+        members = [c for c in claims if c["status"] == status]
+        if not members:
+            continue
+        anchor = "claims-" + re.sub(r"[^a-z]+", "-", status).strip("-")
+        parts.append(
+            f'<h3 id="{anchor}">{escape(heading)} ({len(members)})</h3>'
+            + (f"<p>{escape(meaning[0].upper() + meaning[1:])}.</p>" if meaning else "")
+            + claims_table_html(members, link)
+        )
+    return "".join(parts)
+
+
 def _fill_claims_tables(app: Any, doctree: Any, fromdocname: str) -> None:
     placeholders = list(doctree.findall(claims_table))
     if not placeholders:
@@ -314,12 +365,7 @@ def _fill_claims_tables(app: Any, doctree: Any, fromdocname: str) -> None:
         uri = app.builder.get_relative_uri(fromdocname, docname)
         return f"{uri}#{anchor}" if anchor else uri
 
-    summary = (
-        f"<p>{len(claims)} claims in {len({c['docname'] for c in claims})} chapters: "
-        f"{sum(c['status'] == 'holds' for c in claims)} hold, "
-        f"{sum(c['status'] != 'holds' for c in claims)} disagree with the paper.</p>"
-    )
-    table = nodes.raw("", summary + claims_table_html(claims, link), format="html")
+    table = nodes.raw("", claims_appendix_html(claims, link), format="html")
     for node in placeholders:
         node.replace_self(table.deepcopy())
 

@@ -96,6 +96,26 @@ def _screenshots(page, stem: str) -> None:
         page.screenshot(path=str(SHOTS / f"{stem}_{k:02d}.png"), full_page=True, clip=clip)
 
 
+#: JavaScript: the display equations, code blocks and tables wider than their box that
+#: neither they nor a box around them (inside the article) scroll: content the reader
+#: cannot see, cut off at the right edge.
+CLIPPED = """() => {
+  const clipped = [];
+  const wide = 'article mjx-container[display="true"], article pre, article table';
+  for (const el of document.querySelectorAll(wide)) {
+    if (el.scrollWidth <= el.clientWidth + 1) continue;
+    let node = el, scrolls = false;
+    while (node && node.tagName !== 'ARTICLE') {
+      const overflow = getComputedStyle(node).overflowX;
+      if (overflow === 'auto' || overflow === 'scroll') { scrolls = true; break; }
+      node = node.parentElement;
+    }
+    if (!scrolls) clipped.push(el.tagName + ': ' + el.textContent.trim().slice(0, 60));
+  }
+  return clipped;
+}"""
+
+
 @pytest.mark.parametrize("name", pages())
 def test_page_loads_offline_without_errors(name, server, browser):
     page, problems = _open(browser, f"{server}/{name}.html")
@@ -109,6 +129,8 @@ def test_page_loads_offline_without_errors(name, server, browser):
         assert not broken, f"images that did not load: {broken}"
         if page.locator("span.math, div.math").count():
             assert page.locator("mjx-container").count() > 0, "math was not typeset"
+        clipped = page.evaluate(CLIPPED)
+        assert not clipped, f"content cut off at the column's right edge: {clipped}"
         page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-page
         page.wait_for_timeout(100)
         _screenshots(page, name.replace("/", "_"))

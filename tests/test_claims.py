@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,27 @@ def test_the_appendix_shows_a_committed_full_number_beside_the_quick_one():
         failing = [claim("x is positive", False, book=-1.0), full[1]]
     with pytest.raises(ClaimFailed, match="at the full profile.*x is positive"):
         with_full(quick, failing)
+
+
+def test_the_appendix_groups_claims_by_status_with_counts():
+    from bnlib.sphinx_ext import claims_appendix_html
+
+    where = {"docname": "chapters/a", "chapter": "A", "section": "S", "section_id": "s"}
+    made = [
+        Claim("first", True, "1", id="claim-1"),
+        Claim("second", False, "2", status="disagrees with the paper", id="claim-2"),
+        Claim("third", True, "3", id="claim-3"),
+        Claim("fourth", False, "", status="not checked for this profile", id="claim-4"),
+    ]
+    page = claims_appendix_html(
+        [{**c.record(), **where} for c in made], lambda doc, anchor: f"{doc}.html#{anchor}"
+    )
+    assert "4 claims in 1 chapters: 2 hold, 1 disagree with the paper, 1 are not" in page
+    headings = re.findall(r"<h3 id=\"([a-z-]+)\">[^<]*\((\d)\)</h3>", page)
+    assert headings == [
+        ("claims-holds", "2"),
+        ("claims-disagrees-with-the-paper", "1"),
+        ("claims-not-checked-for-this-profile", "1"),
+    ]
+    holds = page.split("<h3")[1]
+    assert holds.index("first") < holds.index("third") and "second" not in holds
