@@ -167,7 +167,7 @@ table.bnlib-claims-table td, table.bnlib-claims-table th { vertical-align: top;
    than the text column scrolls, visibly, instead (the browser test checks it). */
 mjx-container[display="true"] { display: block; max-width: 100%; overflow-x: auto;
   overflow-y: hidden; padding-bottom: 2px; }
-div.math, div.highlight pre, div.cell_output pre { max-width: 100%; overflow-x: auto; }
+div.math, div.highlight pre, div.cell_output { max-width: 100%; overflow-x: auto; }
 """
 
 
