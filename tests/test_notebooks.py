@@ -9,6 +9,7 @@ tests leave in this one (event loops, widget comms).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,24 @@ def test_chapter_runs_as_a_notebook(chapter, tmp_path, run_chapter):
         o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
     ]
     assert widgets, "the explorer did not show its live controls in a kernel"
+
+
+#: Prose that points at a claim by its position ("the first claim's numbers", "the claim
+#: before the last") instead of saying what it shows.
+ORDINAL_CLAIM = re.compile(
+    r"\b(first|second|third|fourth|fifth|sixth|last|next|previous|preceding|following|above|"
+    r"below|\d+(st|nd|rd|th)) (two |three )?claim('s|s)?\b|\bclaims? (above|below|before|"
+    r"after) the last\b|\bclaims? (above|below)\b",
+    flags=re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_prose_never_points_at_a_claim_by_its_position(chapter):
+    import jupytext
+
+    found = []
+    for cell in jupytext.read(chapter).cells:
+        if cell.cell_type == "markdown":
+            found += [m.group(0) for m in ORDINAL_CLAIM.finditer(cell.source)]
+    assert not found, f"{chapter.name}: say what the claim shows instead of {found[:5]}"
