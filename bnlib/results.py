@@ -312,12 +312,13 @@ def _problem(meta: object, frame: pd.DataFrame, expected: dict) -> str | None:
     return None
 
 
-def check_stored(result: Result) -> str | None:
-    """What is wrong with a stored result, or ``None``: its JSON's keys and types, its row
-    count, its data's checksum (``data_sha256``, where recorded), and its key against the
-    experiment, config and code hash the JSON names (an edited config keeps no key)."""
+def check_stored(result: Result, expected: dict | None = None) -> str | None:
+    """What is wrong with a stored result, or ``None``: its JSON's keys and types (and the
+    ``expected`` values of some keys), its row count, its data's checksum (``data_sha256``,
+    where recorded), and its key against the experiment, config and code hash the JSON
+    names (an edited config keeps no key)."""
     meta = result.meta
-    problem = _problem(meta, result.frame, {})
+    problem = _problem(meta, result.frame, expected or {})
     if problem is not None:
         return problem
     if "key" in meta and "code_hash" in meta:
@@ -344,7 +345,7 @@ def _read(parquet: Path, meta_path: Path, expected: dict) -> Result | None:
         problem = f"cannot be read ({type(error).__name__}: {error})"
     else:
         stored = Result(frame, meta, parquet)
-        problem = _problem(meta, frame, expected) or check_stored(stored)
+        problem = check_stored(stored, expected)
         if problem is None:
             return stored
         problem = f"is inconsistent: {problem}"
