@@ -38,7 +38,7 @@ def test_run_with_set_replaces_profile_arguments(capsys, results):
     (meta,) = (results / "smoke" / "relative_loss").glob("*.json")
     config = json.loads(meta.read_text())["config"]
     assert config["depths"] == [8] and config["dataset"] == "mnist"
-    assert config["inits"] == ["he", "lecun"]  # the rest is the profile's
+    assert config["inits"] == ["he", "he-fan-in"]  # the rest is the profile's
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import pytest
 from bnlib.experiments import large_steps as ex
 from bnlib.figures import interactive
 from bnlib.figures import large_steps as figures
+from bnlib.setups import RESNET_INITS
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def relative():
         step_count=5,
         batches=(1, 2),
         batch_size=16,
-        inits=("he", "lecun"),
+        inits=("he", "he-fan-in"),
         device="cpu",
     )
 
@@ -57,7 +58,7 @@ def test_stable_step_sizes_stop_at_the_first_divergence():
 
 def test_activations_grow_with_depth_without_bn_at_he_initialization():
     growth = ex.activation_growth(depth=26, batch_size=32, device="cpu")
-    assert set(growth["init"]) == set(ex.INITIALIZATIONS)
+    assert set(growth["init"]) == set(RESNET_INITS)
     curve = growth[(growth["norm"] == "none") & (growth["init"] == "he")].set_index("layer")
     assert list(curve.index) == list(range(3, 27, 2))  # one row per block
     assert curve["std"].iloc[-1] > 10 * curve["std"].iloc[0]
@@ -66,7 +67,7 @@ def test_activations_grow_with_depth_without_bn_at_he_initialization():
 
 
 def test_activations_along_step_start_at_the_unmoved_network_and_refuse_a_tame_grid():
-    along = ex.activations_along_step(depth=14, batch_size=16, fractions=3, init="he")
+    along = ex.activations_along_step(depth=14, batch_size=16, fractions=3, init="he-fan-in")
     assert sorted(along["fraction"].unique()) == [0.0, 0.5, 1.0]
     assert along.groupby("norm")["layer"].nunique().eq(3).all()
     assert along["step_size"].nunique() == 1
@@ -113,7 +114,7 @@ def test_relative_loss_menu_has_one_slider_step_per_network(relative):
 
 
 def test_change_along_step_puts_both_networks_on_one_symmetric_scale():
-    along = ex.activations_along_step(depth=14, batch_size=16, fractions=3, init="he")
+    along = ex.activations_along_step(depth=14, batch_size=16, fractions=3, init="he-fan-in")
     fig = figures.change_along_step(along)
     images = [im for ax in fig.axes for im in ax.get_images()]
     assert len(images) == 6  # two networks x three blocks
@@ -122,3 +123,14 @@ def test_change_along_step_puts_both_networks_on_one_symmetric_scale():
     # at 0% of the step every channel is its own reference: the first column is 0
     for im in images:
         assert np.allclose(np.asarray(im.get_array())[:, 0], 0.0)
+
+
+def test_init_ablation_varies_one_detail_at_a_time_and_fan_in_starts_worse():
+    d = ex.init_ablation(depth=14, batch_size=32, step_count=3, device="cpu")
+    recipes = ["fan", "classifier", "shortcut", "conv_bias"]
+    assert len(d) == 16 * 3 and d.groupby(recipes).ngroups == 16
+    assert (d.groupby(recipes)["loss_before"].nunique() == 1).all()  # one loss per network
+    assert (d["diverged"] == ~(d["relative_loss"] <= 1e3)).all()
+    start = d.groupby(recipes)["loss_before"].first()
+    # the stem's fan-in is 9 against a fan-out of 144: 16 times the variance
+    assert start.xs("out").median() < start.xs("in").median()

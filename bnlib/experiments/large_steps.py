@@ -8,10 +8,12 @@ along the step (:func:`relative_loss`), the activations' channel statistics with
 and the gradients that start it (:func:`gradients_at_init`). None of them trains for
 more than a few steps, so even ResNet-110 is cheap.
 
-Initialization decides whether the effect appears: ``init="he"`` with ``gain=sqrt(2)``
-is He et al.'s (2015) :math:`\\mathcal N(0, 2/\\text{fan-in})` for ReLU networks, which the
-ResNet paper used; ``init="default"`` is PyTorch's layer default (uniform, variance
-:math:`1/(3\\,\\text{fan-in})`), under which the activations shrink with depth instead.
+Initialization decides whether the effect appears. The networks and their recipes are
+:func:`bnlib.setups.cifar_resnet` and :data:`bnlib.setups.RESNET_INITS`: ``"he"`` is the
+ResNet reference codes' (He's :math:`\\mathcal N(0, 2/\\text{fan-out})` on every
+convolution, the classifier at PyTorch's default), ``"he-fan-in"`` the fan-in variant
+this book used before, ``"default"`` PyTorch's layer defaults. :func:`init_ablation`
+measures which detail of the recipe matters.
 
 Every experiment here takes ``dataset``, any name :func:`bnlib.datasets.load` takes:
 Fashion-MNIST by default (the book's), CIFAR-10 (``"cifar10"``) where a reader has it;
@@ -33,7 +35,7 @@ from bnlib.engine import batch_indices
 from bnlib.experiments import Reproduction, register
 from bnlib.models import ResNet
 from bnlib.progress import progress_bar
-from bnlib.setups import HE_RELU_GAIN
+from bnlib.setups import ResNetRecipe, cifar_resnet
 from bnlib.step import (
     DIVERGENCE_RATIO,
     channel_statistics,
@@ -44,26 +46,19 @@ from bnlib.step import (
 )
 
 __all__ = [
-    "INITIALIZATIONS",
     "activation_growth",
     "activations_along_step",
     "gradients_at_init",
+    "init_ablation",
     "relative_loss",
 ]
 
-#: The initializations these experiments compare, by name: (scheme of
-#: :func:`bnlib.models.initialize`, gain). ``"he"``: N(0, 2 / fan-in), the ResNet paper's;
-#: ``"lecun"``: N(0, 1 / fan-in), half its variance; ``"default"``: PyTorch's.
-INITIALIZATIONS = {"he": ("he", HE_RELU_GAIN), "lecun": ("he", 1.0), "default": ("default", 1.0)}
 
-
-def _resnet(depth: int, norm: str, init: str, in_channels: int, seed: int, device):
-    if init not in INITIALIZATIONS:
-        raise ValueError(f"unknown initialization {init!r}: use one of {list(INITIALIZATIONS)}")
-    scheme, gain = INITIALIZATIONS[init]
+def _resnet(
+    depth: int, norm: str, init: str | ResNetRecipe, in_channels: int, seed: int, device
+) -> ResNet:
     seed_everything(seed)
-    model = ResNet(depth=depth, norm=norm, init=scheme, gain=gain, in_channels=in_channels)
-    return model.to(device)
+    return cifar_resnet(depth, norm=norm, init=init, in_channels=in_channels).to(device)
 
 
 def _blocks(model: ResNet) -> dict[int, torch.nn.Module]:
@@ -77,14 +72,14 @@ def _blocks(model: ResNet) -> dict[int, torch.nn.Module]:
     chapter="Large learning rates",
     smoke={
         "depths": [8, 14],
-        "inits": ["he", "lecun"],
+        "inits": ["he", "he-fan-in"],
         "step_count": 4,
         "batches": [1, 2],
         "batch_size": 16,
     },
-    quick={"depths": [20, 56, 110], "inits": ["he", "lecun"]},
-    full={"depths": [20, 56, 110], "inits": ["he", "lecun"], "seeds": [0, 1, 2]},
-    reproduce=Reproduction(subset={"depths": [20], "inits": ["lecun"], "seeds": [0]}),
+    quick={"depths": [20, 56, 110], "inits": ["he", "he-fan-in"]},
+    full={"depths": [20, 56, 110], "inits": ["he", "he-fan-in"], "seeds": [0, 1, 2]},
+    reproduce=Reproduction(subset={"depths": [20], "inits": ["he"], "seeds": [0]}),
 )
 def relative_loss(
     depths: Sequence[int] = (20, 56),
@@ -104,7 +99,8 @@ def relative_loss(
 ) -> pd.DataFrame:
     r"""Relative loss of one gradient step against its size, early in training.
 
-    For each seed, initialization (:data:`INITIALIZATIONS`), normalization and depth, a
+    For each seed, initialization (:data:`bnlib.setups.RESNET_INITS`), normalization and
+    depth, a
     ResNet trains with SGD (``momentum``,
     ``weight_decay``) at its normal learning rate (``lr_bn`` with BN, ``lr_none``
     without: Bjorck et al.'s 0.1 and 1e-4); before training on mini-batch ``k`` for each
@@ -164,12 +160,12 @@ def relative_loss(
     smoke={"depth": 14, "batch_size": 16},
     quick={"depth": 110},
     full={"depth": 110, "seeds": [0, 1, 2, 3, 4], "batch_size": 512},
-    reproduce=Reproduction(subset={"seeds": [0], "inits": ["lecun"]}),
+    reproduce=Reproduction(subset={"seeds": [0], "inits": ["he"]}),
 )
 def activation_growth(
     depth: int = 110,
     norms: Sequence[str] = ("none", "torch"),
-    inits: Sequence[str] = ("he", "lecun", "default"),
+    inits: Sequence[str] = ("he", "he-fan-in", "lecun", "default"),
     batch_size: int = 128,
     seeds: Sequence[int] = (0,),
     dataset: str = "fashion-mnist",
@@ -177,8 +173,8 @@ def activation_growth(
 ) -> pd.DataFrame:
     """Size of the activations against depth at initialization.
 
-    For each seed, normalization and initialization (:data:`INITIALIZATIONS`), a fresh
-    ResNet of ``depth`` layers
+    For each seed, normalization and initialization (:data:`bnlib.setups.RESNET_INITS`), a
+    fresh ResNet of ``depth`` layers
     sees one training mini-batch (train mode); at the output of every residual block the
     per-channel means and standard deviations are taken over the batch and the positions.
 
@@ -216,9 +212,9 @@ def activation_growth(
     return pd.DataFrame(rows)
 
 
-_ALONG_SMOKE = {"depth": 14, "batch_size": 16, "fractions": 3, "init": "he"}
-_ALONG_QUICK = {"depth": 110, "init": "lecun"}
-_ALONG_FULL = {"depth": 110, "init": "lecun", "batch_size": 512}
+_ALONG_SMOKE = {"depth": 14, "batch_size": 16, "fractions": 3, "init": "he-fan-in"}
+_ALONG_QUICK = {"depth": 110, "init": "he"}
+_ALONG_FULL = {"depth": 110, "init": "he", "batch_size": 512}
 #: The control: the BN network alone, along a step of 1, the largest on the relative-loss
 #: grid and ten times its normal learning rate, at which it still does not diverge.
 _LARGE_BN_STEP = {"norms": ["torch"], "step_size": 1.0}
@@ -374,4 +370,83 @@ def gradients_at_init(
             {**where, "quantity": "weight", "index": i, "value": float(v)}
             for i, v in enumerate(g.flatten().double().cpu().tolist())
         ]
+    return pd.DataFrame(rows)
+
+
+@register(
+    "init_ablation",
+    chapter="Large learning rates",
+    smoke={"depth": 8, "batch_size": 16, "step_count": 4, "shortcuts": ["A"]},
+    quick={},
+    full={"seeds": [0, 1, 2]},
+    reproduce=Reproduction(subset={"seeds": [0], "shortcuts": ["A"], "conv_biases": [False]}),
+)
+def init_ablation(
+    depth: int = 56,
+    norm: str = "none",
+    fans: Sequence[str] = ("in", "out"),
+    classifiers: Sequence[str] = ("fan-in", "default"),
+    shortcuts: Sequence[str] = ("A", "B"),
+    conv_biases: Sequence[bool] = (False, True),
+    step_range: Sequence[float] = (1e-5, 1.0),
+    step_count: int = 21,
+    batch_size: int = 128,
+    seeds: Sequence[int] = (0,),
+    dataset: str = "fashion-mnist",
+    device: str | None = None,
+) -> pd.DataFrame:
+    r"""Which detail of a ResNet's initialization recipe decides its first step.
+
+    For each seed and each combination of the recipe's details
+    (:class:`bnlib.setups.ResNetRecipe` with He's gain :math:`\sqrt 2`): the convolutions'
+    fan (``fans``), the classifier's initialization (``classifiers``), the shortcut
+    (``shortcuts``, He et al.'s options A and B) and a bias in every convolution
+    (``conv_biases``), a fresh ResNet of ``depth`` layers (``norm`` after every
+    convolution) takes the loss of the seed's first training mini-batch and the relative
+    loss :math:`L(\theta - \eta g)/L(\theta)` of one step along its gradient, for
+    ``step_count`` step sizes log-spaced over ``step_range``
+    (:func:`bnlib.step.relative_losses`).
+
+    Returns:
+        One row per (seed, fan, classifier, shortcut, conv_bias, step size): those
+        columns, ``loss_before`` (the loss at initialization; ln 10 = 2.30 is a network
+        that predicts every class alike), ``step_size``, ``relative_loss`` and
+        ``diverged`` (relative loss above :data:`bnlib.step.DIVERGENCE_RATIO` or not
+        finite).
+    """
+    dev = pick_device(device)
+    train = datasets.load(dataset, "train", dev)
+    steps = [float(v) for v in np.geomspace(*step_range, step_count)]
+    recipes = list(itertools.product(fans, classifiers, shortcuts, conv_biases))
+    bar = progress_bar(len(seeds) * len(recipes), "initialization ablation")
+    rows = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        idx = next(batch_indices(len(train.y), batch_size, 1, generator, dev))
+        x, y = train.x[idx], train.y[idx]
+        for fan, classifier, shortcut, conv_bias in recipes:
+            recipe = ResNetRecipe(
+                fan=fan, classifier=classifier, shortcut=shortcut, conv_bias=bool(conv_bias)
+            )
+            model = _resnet(depth, norm, recipe, train.x.shape[1], seed, dev)
+            before, ratios = relative_losses(model, x, y, steps)
+            where = {
+                "seed": seed,
+                "fan": fan,
+                "classifier": classifier,
+                "shortcut": shortcut,
+                "conv_bias": bool(conv_bias),
+                "loss_before": before,
+            }
+            rows += [
+                {
+                    **where,
+                    "step_size": eta,
+                    "relative_loss": ratio,
+                    "diverged": not ratio <= DIVERGENCE_RATIO,
+                }
+                for eta, ratio in zip(steps, ratios)
+            ]
+            bar.update()
+    bar.close()
     return pd.DataFrame(rows)

@@ -34,9 +34,11 @@ __all__ = [
 NORM_LABELS = {"none": "no BN", "torch": "BN", "bnlib": "BN"}
 #: Line styles of the mini-batches probed by :func:`relative_loss`.
 BATCH_STYLES = {1: "-", 4: "--", 7: ":"}
-INIT_STYLES = {"he": "-", "lecun": "--", "default": ":"}
+#: Line styles and names of the initialization recipes (:data:`bnlib.setups.RESNET_INITS`).
+INIT_STYLES = {"he": "-", "he-fan-in": (0, (6, 2)), "lecun": "--", "default": ":"}
 INIT_LABELS = {
-    "he": "He: N(0, 2/fan-in)",
+    "he": "He: N(0, 2/fan-out)",
+    "he-fan-in": "N(0, 2/fan-in)",
     "lecun": "N(0, 1/fan-in)",
     "default": "PyTorch default",
 }

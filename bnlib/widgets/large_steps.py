@@ -62,15 +62,16 @@ def large_steps_explorer() -> Explorer:
     """
     import ipywidgets as w
 
-    from bnlib.experiments.large_steps import INITIALIZATIONS, activation_growth, relative_loss
+    from bnlib.experiments.large_steps import activation_growth, relative_loss
     from bnlib.figures import large_steps as figures
+    from bnlib.setups import RESNET_INITS
 
     style = {"description_width": "110px"}
     controls = {
         "bn": w.Checkbox(value=False, description="batch normalization"),
         "depth": w.Dropdown(options=[20, 56, 110], value=56, description="depth", style=style),
         "init": w.Dropdown(
-            options=[(figures.INIT_LABELS[k], k) for k in INITIALIZATIONS],
+            options=[(figures.INIT_LABELS[k], k) for k in RESNET_INITS],
             value="he",
             description="initialization",
             style=style,
