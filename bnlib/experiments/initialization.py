@@ -36,10 +36,10 @@ from bnlib.device import pick_device, seed_everything
 from bnlib.engine import accuracy, batch_indices, preserved_state, train
 from bnlib.experiments import MEASURES_AT_END, Reproduction, register
 from bnlib.experiments.learning_rate import final_rows, lr_grid, lr_sweep
-from bnlib.models import MLP, ResNet
+from bnlib.models import MLP
 from bnlib.progress import progress_bar
 from bnlib.residual import ResidualMLP
-from bnlib.setups import HE_RELU_GAIN
+from bnlib.setups import HE_RELU_GAIN, cifar_resnet
 from bnlib.spectra import (
     frozen_batch_statistics,
     gaussian_product_singular_values,
@@ -137,7 +137,9 @@ def output_collapse(
     layer, depths ``mlp_depths``; ``"residual"``: :class:`bnlib.residual.ResidualMLP` of
     ``width`` with ``depth // 2`` blocks of two layers, depths ``residual_depths``;
     ``"resnet"``: He et al.'s CIFAR ResNet, depths ``resnet_depths``), normalization
-    and initialization (``"default"``: PyTorch's; ``"he"``: N(0, 2/fan-in)), a fresh
+    and initialization (``"default"``: PyTorch's; ``"he"``: N(0, 2/fan-in) for the MLPs,
+    and for the ResNets the reference codes' N(0, 2/fan-out) on the convolutions with the
+    classifier at PyTorch's default, :data:`bnlib.setups.RESNET_INITS`), a fresh
     network classifies the first ``images`` test images in one batch, in train mode, and
     is left unchanged.
 
@@ -167,8 +169,8 @@ def output_collapse(
             )
         elif arch == "residual":
             model = ResidualMLP(width=width, blocks=depth // 2, norm=norm, init=scheme, gain=gain)
-        else:
-            model = ResNet(depth=depth, norm=norm, init=scheme, gain=gain)
+        else:  # the reference codes' recipe of the same name (bnlib.setups.RESNET_INITS)
+            model = cifar_resnet(depth, norm=norm, init=init, in_channels=x.shape[1])
         model = model.to(dev)
         with preserved_state(model), torch.no_grad():
             model.train()
