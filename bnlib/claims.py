@@ -21,6 +21,12 @@ a disagreement, and the text must discuss it. A declared disagreement that the d
 longer show (``holds`` is True) fails the build as well, since the text discussing it would
 then be wrong.
 
+A disagreement is not the same as a different setup. Where the book's stand-in differs
+from the paper's setup in a way that could explain the difference (a shallower network, a
+different dataset, a fifth of an epoch), ``differs="how the setup differs"`` declares the
+paper's claim **not comparable**: it renders as "setup differs", with the reason, and
+is checked like a disagreement (it must not hold on the book's data).
+
 Claims made from a committed full-profile result as well (:func:`bnlib.book.check` calls
 the same checking function on both results) carry the full number too: :func:`with_full`
 joins the two. A claim that only one profile's data can support says so with
@@ -66,6 +72,9 @@ __all__ = [
 
 #: The statuses a rendered claim can have.
 HOLDS, DISAGREES = "holds", "disagrees with the paper"
+#: A paper's claim the book's data do not reproduce in a setup that differs (not a
+#: contradiction).
+NOT_COMPARABLE = "not comparable: the setup differs"
 #: Statuses of claims that are not enforced (smoke profile, or checked against the other
 #: profile's data by :func:`with_full`).
 DOES_NOT_HOLD, AGREES_NOW = "does not hold", "agrees with the paper after all"
@@ -150,13 +159,16 @@ class Claim:
         book: the book's number(s), formatted.
         paper: the paper's number or statement, where it gives one (else ``""``).
         cite: the citation key of the paper (``references.bib``), or ``""``.
-        status: ``"holds"`` or ``"disagrees with the paper"``.
+        status: ``"holds"``, ``"disagrees with the paper"`` or ``"not comparable: the
+            setup differs"``.
         profile: the experiments' profile the book was computed with (``BNLIB_PROFILE``).
         id: a stable anchor for the claim's line in the page.
         full: the book's number(s) from the committed full-profile result, formatted
             (``""`` if there is none).
         full_status: the claim's status on the full-profile data (``""`` if none).
         only: ``""``, or the one profile whose data the claim is about.
+        differs: for a claim not comparable, how the book's setup differs from the
+            paper's (else ``""``).
     """
 
     text: str
@@ -170,14 +182,18 @@ class Claim:
     full: str = ""
     full_status: str = ""
     only: str = ""
+    differs: str = ""
 
     def record(self) -> dict:
         """The claim as a JSON-serializable dict (what the appendix reads)."""
         return asdict(self)
 
     def __repr__(self) -> str:
-        mark = {HOLDS: "✓", DISAGREES: "✗ disagrees:"}.get(self.status, "? not checked:")
+        mark = {HOLDS: "✓", DISAGREES: "✗ disagrees:", NOT_COMPARABLE: "~ setup differs:"}.get(
+            self.status, "? not checked:"
+        )
         paper = f"; paper: {self.paper}" if self.paper else ""
+        paper += f"; setup differs: {self.differs}" if self.differs else ""
         cite = f" ({short_citation(self.cite)})" if self.cite else ""
         full = f"; full profile: {self.full} ({self.full_status})" if self.full_status else ""
         return f"{mark} {self.text} [book: {self.book}{full}{paper}{cite}]"
@@ -186,12 +202,16 @@ class Claim:
         css, badge = {
             HOLDS: ("bnlib-claim-holds", "holds"),
             DISAGREES: ("bnlib-claim-disagrees", "disagrees with the paper"),
+            NOT_COMPARABLE: ("bnlib-claim-differs", "setup differs"),
         }.get(self.status, ("bnlib-claim-unchecked", self.status))
         paper = ""
         if self.paper or self.cite:
             cite = f" ({html.escape(short_citation(self.cite))})" if self.cite else ""
             said = html.escape(self.paper) or "&mdash;"
             paper = f' <span class="bnlib-claim-paper">paper{cite}: {said}</span>'
+        if self.differs:
+            why = html.escape(self.differs)
+            paper += f' <span class="bnlib-claim-differs-why">how: {why}</span>'
         data = html.escape(json.dumps(self.record()), quote=True)
         return (
             f'<div class="bnlib-claim {css}" id="{self.id}" data-claim="{data}">'
@@ -226,6 +246,7 @@ def claim(
     paper: str | None = None,
     cite: str | None = None,
     disagrees: bool = False,
+    differs: str | None = None,
     only: str | None = None,
 ) -> Claim:
     """State a claim that rests on the book's data, check it and render it.
@@ -240,6 +261,9 @@ def claim(
         paper: the paper's number or statement where it gives one.
         cite: the paper's key in ``references.bib``, e.g. ``"santurkar2018how"``.
         disagrees: declare that the book's data contradict this claim of the paper.
+        differs: declare instead that the book's data do not reproduce this claim of the
+            paper in a setup that differs, and say how (a phrase: "an 8-layer MLP, not
+            ResNet-110"); the claim is then not comparable rather than contradicted.
         only: ``"quick"`` or ``"full"``: the claim is about that profile's data only (for
             example the length of the quick run); on other data it is shown as not
             checked.
@@ -273,22 +297,32 @@ def claim(
         )
     holds = _as_bool(holds, "holds")
     disagrees = _as_bool(disagrees, "disagrees")
+    if differs is not None:
+        if not isinstance(differs, str) or not differs.strip():
+            raise TypeError("claim(differs=...): say how the setup differs, in a phrase")
+        if disagrees:
+            raise ValueError(
+                "claim(): give disagrees=True (the data contradict the paper) or differs= "
+                "(the setup differs), not both"
+            )
+    not_reproduced = disagrees or differs is not None
     book_text = _format_book(book)
-    status = DISAGREES if disagrees else HOLDS
+    status = NOT_COMPARABLE if differs else DISAGREES if disagrees else HOLDS
     enforced = _ENFORCE.get() is not False and profile != "smoke"
-    if holds == disagrees:  # not supported, or a declared disagreement the data no longer show
-        if enforced and not disagrees:
+    if holds == not_reproduced:  # not supported, or a declared difference the data no longer show
+        if enforced and not not_reproduced:
             raise ClaimFailed(
                 f"the book's data do not support this claim: {text!r} (book: {book_text}). "
                 "Change the text to say what the data show."
             )
         if enforced:
             raise ClaimFailed(
-                f"declared as a disagreement with the paper, but the book's data now agree: "
+                f"declared as {'not comparable' if differs else 'a disagreement'} with the "
+                "paper, but the book's data now agree: "
                 f"{text!r} (book: {book_text}). Rewrite the text that discusses the "
                 "disagreement."
             )
-        status = AGREES_NOW if disagrees else DOES_NOT_HOLD
+        status = AGREES_NOW if not_reproduced else DOES_NOT_HOLD
     return Claim(
         text=text.strip(),
         holds=holds,
@@ -299,6 +333,7 @@ def claim(
         profile=profile,
         id=anchor,
         only=only or "",
+        differs=(differs or "").strip(),
     )
 
 

@@ -154,6 +154,10 @@ CLAIMS_CSS = """
 .bnlib-claim-badge { font-weight: 600; text-transform: uppercase; font-size: 0.78em;
   letter-spacing: 0.03em; color: #11705a; margin-right: 0.3em; }
 .bnlib-claim-disagrees .bnlib-claim-badge { color: #a04500; }
+.bnlib-claim-differs { border-left-color: #7570b3; background: rgba(117, 112, 179, 0.08); }
+.bnlib-claim-differs .bnlib-claim-badge { color: #4f4a8c; }
+.bnlib-claim-differs-why { color: var(--pst-color-text-muted, #555); margin-left: 0.4em; }
+.bnlib-claim-differs-why::before { content: "| "; }
 .bnlib-claim-unchecked { border-left-color: #999; }
 .bnlib-full-note { font-size: 0.9em; color: #444; border-left: 3px solid #7570b3;
   padding-left: 0.6em; }
@@ -288,9 +292,12 @@ def claims_table_html(claims: list[dict], link: Any) -> str:
         else:
             full = "not yet computed"
         status = escape(c["status"])
+        if c.get("differs"):
+            status += f"<br>({escape(c['differs'])})"
         css = {
             "holds": "bnlib-claim-holds",
             "disagrees with the paper": "bnlib-claim-disagrees",
+            "not comparable: the setup differs": "bnlib-claim-differs",
         }.get(c["status"], "bnlib-claim-unchecked")
         rows.append(
             f"<tr class='{css}'><td>{where}</td>"
@@ -314,6 +321,11 @@ GROUPS = (
         "stated as the paper's; each chapter discusses the disagreement where it occurs",
     ),
     (
+        "not comparable: the setup differs",
+        "Claims of the papers the book's stand-ins do not reproduce: the setup differs",
+        "stated as the paper's, with how the book's setup differs; not evidence against the paper",
+    ),
+    (
         "not checked for this profile",
         "Claims not checked on these data",
         "claims about another profile's runs (for example the length of a run)",
@@ -331,6 +343,8 @@ def claims_appendix_html(claims: list[dict], link: Any) -> str:
     summary = (
         f"<p>{len(claims)} claims in {len({c['docname'] for c in claims})} chapters: "
         f"{count['holds']} hold, {count['disagrees with the paper']} disagree with the paper, "
+        f"{count['not comparable: the setup differs']} are not comparable (the setup "
+        "differs), "
         f"{count['not checked for this profile']} are not checked on these data.</p>"
     )
     known = {status for status, _, _ in GROUPS}

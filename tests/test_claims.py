@@ -119,6 +119,31 @@ def test_the_appendix_shows_a_committed_full_number_beside_the_quick_one():
         with_full(quick, failing)
 
 
+def test_a_different_setup_is_not_a_disagreement():
+    c = claim(
+        "BN gains ten points",
+        False,
+        book=0.6,
+        paper="ten points",
+        differs="an 8-layer MLP that trains without BN, not ResNet-110",
+    )
+    assert c.status == "not comparable: the setup differs"
+    page = c._repr_html_()
+    assert "bnlib-claim-differs" in page and "8-layer MLP" in page and "disagrees" not in page
+    with pytest.raises(ClaimFailed, match="declared as not comparable"):
+        claim("BN gains ten points", True, book=10, differs="a smaller network")
+    with pytest.raises(ValueError, match="not both"):
+        claim("BN gains ten points", False, book=0.6, disagrees=True, differs="smaller")
+    with pytest.raises(TypeError, match="say how the setup differs"):
+        claim("BN gains ten points", False, book=0.6, differs=" ")
+    from bnlib.sphinx_ext import claims_appendix_html
+
+    where = {"docname": "chapters/a", "chapter": "A", "section": "S", "section_id": "s"}
+    appendix = claims_appendix_html([{**c.record(), **where}], lambda d, a: f"{d}.html#{a}")
+    assert "0 disagree with the paper, 1 are not comparable" in appendix
+    assert 'id="claims-not-comparable-the-setup-differs"' in appendix
+
+
 def test_the_appendix_groups_claims_by_status_with_counts():
     from bnlib.sphinx_ext import claims_appendix_html
 
@@ -132,7 +157,7 @@ def test_the_appendix_groups_claims_by_status_with_counts():
     page = claims_appendix_html(
         [{**c.record(), **where} for c in made], lambda doc, anchor: f"{doc}.html#{anchor}"
     )
-    assert "4 claims in 1 chapters: 2 hold, 1 disagree with the paper, 1 are not" in page
+    assert "4 claims in 1 chapters: 2 hold, 1 disagree with the paper, 0 are not comparable" in page
     headings = re.findall(r"<h3 id=\"([a-z-]+)\">[^<]*\((\d)\)</h3>", page)
     assert headings == [
         ("claims-holds", "2"),
