@@ -213,8 +213,8 @@ def activation_growth(
 
 
 _ALONG_SMOKE = {"depth": 14, "batch_size": 16, "fractions": 3, "init": "he-fan-in"}
-_ALONG_QUICK = {"depth": 110, "init": "he"}
-_ALONG_FULL = {"depth": 110, "init": "he", "batch_size": 512}
+_ALONG_QUICK = {"depth": 56, "init": "he"}
+_ALONG_FULL = {"depth": 56, "init": "he", "batch_size": 512}
 #: The control: the BN network alone, along a step of 1, the largest on the relative-loss
 #: grid and ten times its normal learning rate, at which it still does not diverge.
 _LARGE_BN_STEP = {"norms": ["torch"], "step_size": 1.0}
