@@ -45,6 +45,7 @@ def test_stable_step_sizes_stop_at_the_first_divergence():
             "batch": 1,
             "seed": 0,
             "step_size": [1e-3, 1e-2, 1e-1, 1.0],
+            "loss_before": 2.3,
             "relative_loss": [0.9, 5e3, 0.5, 1e9],
             "diverged": [False, True, False, True],
         }

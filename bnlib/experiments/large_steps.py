@@ -315,7 +315,7 @@ def activations_along_step(
     "gradients_at_init",
     chapter="Large learning rates",
     smoke={"depths": [14], "images": 16},
-    quick={"depths": [20, 110], "seeds": [0, 1, 2]},
+    quick={"depths": [20, 56, 110], "seeds": [0, 1, 2]},
     full={"depths": [20, 56, 110], "seeds": [0, 1, 2, 3, 4]},
     reproduce=Reproduction(subset={"depths": [20], "seeds": [0]}),
 )

@@ -52,14 +52,18 @@ def stable_step_sizes(df: pd.DataFrame) -> pd.DataFrame:
     mini-batch (``0`` when even the smallest diverges).
 
     Args:
-        df: :func:`bnlib.experiments.large_steps.relative_loss` output.
+        df: :func:`bnlib.experiments.large_steps.relative_loss` or
+            :func:`~bnlib.experiments.large_steps.init_ablation` output: every column but
+            ``step_size, relative_loss, diverged, loss_before`` names the network.
 
     Returns:
-        Columns ``init, norm, depth, batch, seed, largest_stable, grid_end`` (whether it is
-        the grid's largest step size: stable over the whole grid).
+        One row per network: its naming columns (for ``relative_loss``: ``seed, init,
+        norm, depth, batch``), ``loss_before`` (the loss before the step),
+        ``largest_stable`` and ``grid_end`` (whether it is the grid's largest step size:
+        stable over the whole grid).
     """
     rows = []
-    keys = ["init", "norm", "depth", "batch", "seed"]
+    keys = [c for c in df.columns if c not in _MEASURED]
     for key, part in df.sort_values("step_size").groupby(keys):
         diverged = part["diverged"].to_numpy()
         first = int(np.argmax(diverged)) if diverged.any() else len(part)
@@ -67,11 +71,16 @@ def stable_step_sizes(df: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             {
                 **dict(zip(keys, key)),
+                "loss_before": float(part["loss_before"].iloc[0]),
                 "largest_stable": largest,
                 "grid_end": first == len(part),
             }
         )
     return pd.DataFrame(rows)
+
+
+#: The columns of a step-size probe that are measured, not the network's name.
+_MEASURED = ("step_size", "relative_loss", "diverged", "loss_before")
 
 
 def relative_loss(df: pd.DataFrame, init: str = "he", seed: int = 0) -> Figure:
