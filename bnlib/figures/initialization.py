@@ -50,7 +50,7 @@ ARCHITECTURE_LABELS = {
     "resnet": "CIFAR ResNet (conv.)",
 }
 INIT_STYLES = {"he": "-", "default": ":"}
-INIT_LABELS = {"he": "He: N(0, 2/fan-in)", "default": "PyTorch default"}
+INIT_LABELS = {"he": "He", "default": "PyTorch default"}
 #: Colors of the initialization schemes of :func:`init_schemes` (colorblind-safe).
 SCHEME_COLORS = {
     "default": "#999999",
