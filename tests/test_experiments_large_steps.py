@@ -135,3 +135,14 @@ def test_init_ablation_varies_one_detail_at_a_time_and_fan_in_starts_worse():
     start = d.groupby(recipes)["loss_before"].first()
     # the stem's fan-in is 9 against a fan-out of 144: 16 times the variance
     assert start.xs("out").median() < start.xs("in").median()
+
+
+def test_gradient_alignment_measures_how_the_examples_gradients_add_up():
+    d = ex.gradient_alignment(depths=(8,), images=6, seeds=(0, 1), device="cpu")
+    assert len(d) == 2 * 2 and set(d["norm"]) == {"none", "torch"}
+    assert d["mean_cosine"].between(-1, 1).all()
+    # the batch gradient is the examples' mean: never longer than their mean length
+    assert (d["addition"] <= 1 + 1e-9).all() and (d["addition"] > 0).all()
+    ratio = d["batch_gradient_norm"] / d["example_gradient_norm"]
+    assert np.allclose(ratio, d["addition"])
+    assert (d["zero_gradients"] >= 0).all()

@@ -48,6 +48,7 @@ from bnlib.step import (
 __all__ = [
     "activation_growth",
     "activations_along_step",
+    "gradient_alignment",
     "gradients_at_init",
     "init_ablation",
     "relative_loss",
@@ -447,6 +448,86 @@ def init_ablation(
                 }
                 for eta, ratio in zip(steps, ratios)
             ]
+            bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+@register(
+    "gradient_alignment",
+    chapter="Large learning rates",
+    smoke={"depths": [8], "images": 4},
+    quick={"depths": [20, 56, 110]},
+    full={"depths": [20, 56, 110], "seeds": [0, 1, 2]},
+    reproduce=Reproduction(subset={"depths": [20], "seeds": [0]}),
+)
+def gradient_alignment(
+    depths: Sequence[int] = (20, 56, 110),
+    norms: Sequence[str] = ("none", "torch"),
+    images: int = 32,
+    init: str = "he",
+    seeds: Sequence[int] = (0,),
+    dataset: str = "fashion-mnist",
+    device: str | None = None,
+) -> pd.DataFrame:
+    r"""Whether the examples of a mini-batch push the weights the same way, at
+    initialization (Bjorck et al.'s mechanism for the large gradients without BN).
+
+    For each seed, depth and normalization, a fresh ResNet (:func:`bnlib.setups.cifar_resnet`,
+    recipe ``init``) sees the seed's first training mini-batch of ``images`` images in
+    train mode (BN normalizes with the batch's statistics, so an example's gradient depends
+    on the others, as in training). Each example's share of the batch loss,
+    :math:`\ell_i`, is differentiated on its own: :math:`g_i = \nabla_\theta \ell_i`, so that
+    the batch gradient is :math:`\bar g = \frac1B \sum_i g_i`.
+
+    Returns:
+        One row per (seed, depth, norm): ``mean_cosine`` (the mean over pairs
+        :math:`i \ne j` of the cosine between :math:`g_i` and :math:`g_j`: about 0 for
+        unrelated directions, 1 when all point the same way), ``addition`` (
+        :math:`\lVert \bar g\rVert` over the mean :math:`\lVert g_i\rVert`: 1 when the
+        examples' gradients add up, about :math:`1/\sqrt B` when they cancel like random
+        directions), ``batch_gradient_norm``, ``example_gradient_norm`` (that mean) and
+        ``zero_gradients`` (examples whose loss is exactly 0, left out of the cosines).
+        The network is discarded afterwards.
+    """
+    dev = pick_device(device)
+    train = datasets.load(dataset, "train", dev)
+    bar = progress_bar(len(seeds) * len(depths) * len(norms), "gradient alignment")
+    rows = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        idx = next(batch_indices(len(train.y), images, 1, generator, dev))
+        x, y = train.x[idx], train.y[idx]
+        for depth, norm in itertools.product(depths, norms):
+            model = _resnet(depth, norm, init, train.x.shape[1], seed, dev).train()
+            params = [p for p in model.parameters() if p.requires_grad]
+            losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+            flat = []
+            for i in range(len(y)):
+                grads = torch.autograd.grad(losses[i], params, retain_graph=i < len(y) - 1)
+                flat.append(torch.cat([g.reshape(-1) for g in grads]).double())
+            g = torch.stack(flat)  # (B, parameters)
+            lengths = g.norm(dim=1)
+            batch_norm = float(g.mean(dim=0).norm())
+            # An example the network already gets right with certainty has no gradient
+            # (its loss is exactly 0): no direction, so it is left out of the pairs.
+            moving = lengths > 0
+            unit = g[moving] / lengths[moving, None]
+            b = int(moving.sum())
+            cosines = unit @ unit.T
+            off_diagonal = (cosines.sum() - cosines.diagonal().sum()) / max(b * (b - 1), 1)
+            rows.append(
+                {
+                    "seed": seed,
+                    "depth": depth,
+                    "norm": norm,
+                    "mean_cosine": float(off_diagonal),
+                    "addition": batch_norm / float(lengths.mean()),
+                    "batch_gradient_norm": batch_norm,
+                    "example_gradient_norm": float(lengths.mean()),
+                    "zero_gradients": len(y) - b,
+                }
+            )
             bar.update()
     bar.close()
     return pd.DataFrame(rows)
