@@ -159,7 +159,7 @@ def activation_growth(df: pd.DataFrame, seed: int = 0) -> Figure:
             ax.plot(
                 part["layer"],
                 part[metric],
-                INIT_STYLES[init],
+                ls=INIT_STYLES[init],
                 color=PALETTE[NORM_LABELS[norm]],
                 lw=2,
             )
