@@ -26,6 +26,7 @@ __all__ = [
     "factor_effects",
     "factor_table",
     "factor_values",
+    "final_gain_per_seed",
     "ghost_batch_norm",
     "inference_pitfalls",
     "layer_diagnostics",
@@ -96,6 +97,30 @@ def best_learning_rates(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     best = per_lr.loc[per_lr.groupby(group)["validation_accuracy"].idxmax()]
     lost = final.groupby(group)["diverged"].sum().rename("diverged").reset_index()
     return best.merge(lost, on=group).reset_index(drop=True)
+
+
+def final_gain_per_seed(df: pd.DataFrame, factors: list[str]) -> pd.Series:
+    """BN's final test accuracy minus no BN's, per seed, each network at its own best
+    learning rate (:func:`best_learning_rates`), for every value of each of ``factors``
+    (the others at the baseline).
+
+    Returns:
+        Percentage points, indexed by ``(factor, value, seed)`` (raw values, e.g.
+        ``("optimizer", "adam", 0)``).
+    """
+    parts = []
+    for factor in factors:
+        part = factor_values(df, factor)
+        best = best_learning_rates(part, [factor])
+        chosen = _final(part.merge(best[[factor, "norm", "lr"]], on=[factor, "norm", "lr"]))
+        wide = chosen.pivot_table(index=[factor, "seed"], columns="norm", values="test_accuracy")
+        gain = 100 * (wide["bn"] - wide["none"])
+        gain.index = pd.MultiIndex.from_tuples(
+            [(factor, value, seed) for value, seed in gain.index],
+            names=["factor", "value", "seed"],
+        )
+        parts.append(gain)
+    return pd.concat(parts)
 
 
 def steps_to(df: pd.DataFrame, target: float, keys: list[str]) -> pd.Series:
