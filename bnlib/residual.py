@@ -29,7 +29,7 @@ from torch import nn
 
 from bnlib.models import ACTIVATIONS, NORMS, initialize, norm_layer
 
-__all__ = ["ResidualBlock", "ResidualMLP"]
+__all__ = ["FixupBlock", "FixupMLP", "ResidualBlock", "ResidualMLP"]
 
 
 class ResidualBlock(nn.Module):
@@ -139,3 +139,84 @@ class ResidualMLP(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config.items())
+
+
+class FixupBlock(nn.Module):
+    r"""A residual block without normalization, initialized by Fixup (Zhang, Dauphin & Ma
+    2019) as their reference code does it: :math:`h \mapsto h + f(h)` with
+
+    .. math::
+
+        f(h) = s\, W_2\, (\phi(W_1 (\phi(h) + a_1) + b_1) + a_2) + b_2,
+
+    :math:`W_1` drawn by He's rule and scaled by :math:`L^{-1/2}` (:math:`L` blocks of two
+    layers each), :math:`W_2 = 0`, the scalar biases :math:`a_1, b_1, a_2, b_2` at 0 and
+    the scalar multiplier :math:`s` at 1. Input and output ``(N, width)``.
+    """
+
+    def __init__(self, width: int, activation: str, blocks: int) -> None:
+        super().__init__()
+        self.act1, self.act2 = ACTIVATIONS[activation](), ACTIVATIONS[activation]()
+        self.linear1 = nn.Linear(width, width, bias=False)
+        self.linear2 = nn.Linear(width, width, bias=False)
+        self.bias1a, self.bias1b, self.bias2a, self.bias2b = (
+            nn.Parameter(torch.zeros(())) for _ in range(4)
+        )
+        self.scale = nn.Parameter(torch.ones(()))
+        with torch.no_grad():
+            nn.init.kaiming_normal_(self.linear1.weight, nonlinearity="relu")
+            self.linear1.weight.mul_(blocks**-0.5)
+            self.linear2.weight.zero_()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.linear1(self.act1(h) + self.bias1a)
+        out = self.linear2(self.act2(out + self.bias1b) + self.bias2a)
+        return h + self.scale * out + self.bias2b
+
+
+class FixupMLP(nn.Module):
+    """The residual MLP of :class:`ResidualMLP` without normalization, initialized by Fixup:
+    a He-initialized input layer, ``blocks`` :class:`FixupBlock` s, then the activation, a
+    scalar bias and a classifier whose weights and bias start at 0.
+
+    Args:
+        in_features, width, blocks, classes, activation: as :class:`ResidualMLP`'s.
+    """
+
+    def __init__(
+        self,
+        in_features: int = 784,
+        width: int = 100,
+        blocks: int = 8,
+        classes: int = 10,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+            raise ValueError(f"blocks must be a whole number >= 1, got {blocks!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: use one of {list(ACTIVATIONS)}")
+        self.config = {
+            "in_features": in_features,
+            "width": width,
+            "blocks": blocks,
+            "classes": classes,
+            "activation": activation,
+        }
+        self.stem = nn.Linear(in_features, width)
+        self.blocks = nn.ModuleList(FixupBlock(width, activation, blocks) for _ in range(blocks))
+        self.head_activation = ACTIVATIONS[activation]()
+        self.head_bias = nn.Parameter(torch.zeros(()))
+        self.head = nn.Linear(width, classes)
+        with torch.no_grad():
+            nn.init.kaiming_normal_(self.stem.weight, nonlinearity="relu")
+            self.stem.bias.zero_()
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, classes)`` for inputs ``(N, ...)`` (flattened to ``in_features``)."""
+        h = self.stem(x.flatten(1))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.head_activation(h) + self.head_bias)

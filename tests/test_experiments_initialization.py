@@ -142,3 +142,13 @@ def test_fresh_network_measures_one_network(residual):
         init.fresh_network(depth=1)
     with pytest.raises(ValueError, match="unknown initialization"):
         init.fresh_network(init="he x 1.2")
+
+
+def test_fixup_sweep_rows_match_the_skipinit_sweep():
+    from bnlib.experiments.initialization import fixup_sweep, skipinit_sweep
+
+    fixup = fixup_sweep(lr_count=2, steps=5, blocks=2, width=16, device="cpu")
+    skip = skipinit_sweep(lr_count=2, steps=5, blocks=2, width=16, device="cpu")
+    assert list(fixup.columns) == list(skip.columns)
+    assert set(fixup["variant"]) == {"fixup"} and len(fixup) == 2
+    assert fixup["lr"].tolist() == sorted(set(skip["lr"]))

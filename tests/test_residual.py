@@ -47,3 +47,25 @@ def test_bad_configuration_is_refused_with_the_fix():
         ResidualMLP(activation="swish")
     with pytest.raises(ValueError, match="unknown normalization"):
         ResidualMLP(norm="layer")
+
+
+def test_fixup_starts_at_zero_output_and_learns_through_its_zero_layers():
+    import math
+
+    from bnlib.residual import FixupMLP
+
+    torch.manual_seed(0)
+    model = FixupMLP(width=64, blocks=16)
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    assert torch.equal(model(x), torch.zeros(32, 10))  # zero classifier, identity blocks
+    block = model.blocks[0]
+    assert torch.all(block.linear2.weight == 0) and block.scale.item() == 1.0
+    std = block.linear1.weight.double().std().item()
+    assert std == pytest.approx(math.sqrt(2 / 64) / math.sqrt(16), rel=0.1)  # He x L^-1/2
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    assert model(x).abs().max() > 0
+    assert block.linear2.weight.abs().max() > 0  # reached once the classifier has moved

@@ -24,7 +24,7 @@ own statistics, as in the first training step) and leaves the network unchanged.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from bnlib.experiments import MEASURES_AT_END, Reproduction, register
 from bnlib.experiments.learning_rate import final_rows, lr_grid, lr_sweep
 from bnlib.models import MLP
 from bnlib.progress import progress_bar
-from bnlib.residual import ResidualMLP
+from bnlib.residual import FixupMLP, ResidualMLP
 from bnlib.setups import HE_RELU_GAIN, cifar_resnet
 from bnlib.spectra import (
     frozen_batch_statistics,
@@ -52,6 +52,7 @@ from bnlib.step import channel_statistics
 __all__ = [
     "INIT_SCHEMES",
     "depth_trainability",
+    "fixup_sweep",
     "fresh_network",
     "gaussian_products",
     "gradient_explosion",
@@ -702,17 +703,49 @@ def skipinit_sweep(
         split; NaN for a diverged run), ``final_loss`` (the last mini-batch loss) and
         ``diverged``.
     """
+    for variant in variants:
+        if variant not in SKIPINIT_VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}: use one of {list(SKIPINIT_VARIANTS)}")
+
+    def build(variant: str) -> nn.Module:
+        norm, skip = SKIPINIT_VARIANTS[variant]
+        return ResidualMLP(width=width, blocks=blocks, norm=norm, skipinit=skip)
+
+    return _residual_sweep(
+        build,
+        variants,
+        lrs=lr_grid(*lr_range, lr_count),
+        steps=steps,
+        batch_size=batch_size,
+        momentum=momentum,
+        seeds=seeds,
+        dataset=dataset,
+        device=device,
+    )
+
+
+def _residual_sweep(
+    build: Callable[[str], nn.Module],
+    variants: Sequence[str],
+    *,
+    lrs: Sequence[float],
+    steps: int,
+    batch_size: int,
+    momentum: float,
+    seeds: Sequence[int],
+    dataset: str,
+    device: str | None,
+) -> pd.DataFrame:
+    """Train ``build(variant)`` (built from each seed) at every learning rate of ``lrs``
+    and return one row per run: ``variant, lr, seed, test_accuracy, final_loss,
+    diverged``."""
     dev = pick_device(device)
     train_split = datasets.load(dataset, "train", dev)
     test = datasets.load(dataset, "test", dev)
-    lrs = lr_grid(*lr_range, lr_count)
     rows = []
     for variant, lr, seed in itertools.product(variants, lrs, seeds):
-        if variant not in SKIPINIT_VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}: use one of {list(SKIPINIT_VARIANTS)}")
-        norm, skip = SKIPINIT_VARIANTS[variant]
         seed_everything(seed)
-        model = ResidualMLP(width=width, blocks=blocks, norm=norm, skipinit=skip).to(dev)
+        model = build(variant).to(dev)
         log = train(
             model,
             train_split,
@@ -738,6 +771,52 @@ def skipinit_sweep(
             }
         )
     return pd.DataFrame(rows)
+
+
+@register(
+    "fixup_sweep",
+    chapter="Random initialization",
+    smoke={"lr_count": 2, "steps": 5, "blocks": 2, "width": 16},
+    quick={},
+    full={
+        "blocks": 32,
+        "lr_range": [1e-4, 3.16],
+        "lr_count": 10,
+        "steps": 2340,
+        "seeds": [0, 1, 2],
+    },
+    reproduce=Reproduction(subset={"seeds": [0]}, prefix=None, why=MEASURES_AT_END),
+)
+def fixup_sweep(
+    lr_range: Sequence[float] = (1e-3, 3.16),
+    lr_count: int = 8,
+    blocks: int = 8,
+    width: int = 100,
+    steps: int = 600,
+    batch_size: int = 128,
+    momentum: float = 0.9,
+    seeds: Sequence[int] = (0,),
+    dataset: str = "fashion-mnist",
+    device: str | None = None,
+) -> pd.DataFrame:
+    """Test accuracy against the learning rate of the residual network of
+    :func:`skipinit_sweep` without BN, initialized by Fixup instead
+    (:class:`bnlib.residual.FixupMLP`), on the same grid, steps and seeds.
+
+    Returns:
+        One row per run, as :func:`skipinit_sweep`'s, with ``variant == "fixup"``.
+    """
+    return _residual_sweep(
+        lambda variant: FixupMLP(width=width, blocks=blocks),
+        ["fixup"],
+        lrs=lr_grid(*lr_range, lr_count),
+        steps=steps,
+        batch_size=batch_size,
+        momentum=momentum,
+        seeds=seeds,
+        dataset=dataset,
+        device=device,
+    )
 
 
 def fresh_network(
