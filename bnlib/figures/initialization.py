@@ -60,7 +60,7 @@ SCHEME_COLORS = {
     "he x 1.2": "#CC79A7",
 }
 #: The networks of the SkipInit sweep, by the experiment's variant names.
-VARIANT_LABELS = {"none": "no BN", "bn": "BN", "skipinit": "SkipInit"}
+VARIANT_LABELS = {"none": "no BN", "bn": "BN", "skipinit": "SkipInit", "fixup": "Fixup"}
 #: Yang et al.'s growth of the squared gradient norm per layer, going backwards, in a
 #: deep ReLU MLP with BN at initialization.
 YANG_FACTOR = math.pi / (math.pi - 1)
@@ -538,12 +538,13 @@ def residual_variance(df: pd.DataFrame, seed: int = 0) -> Figure:
 
 
 def skipinit_sweep(df: pd.DataFrame) -> Figure:
-    """Test accuracy against the learning rate for the residual MLP without BN, with BN
-    and with SkipInit (mean over the seeds that did not diverge, range shaded; x: every
-    seed diverged, at one height per network).
+    """Test accuracy against the learning rate for the residual MLP without BN, with BN,
+    with SkipInit and with Fixup, those of them ``df`` holds (mean over the seeds that did
+    not diverge, range shaded; x: every seed diverged, at one height per network).
 
     Args:
-        df: :func:`bnlib.experiments.initialization.skipinit_sweep` output.
+        df: :func:`bnlib.experiments.initialization.skipinit_sweep` output, or it and
+            :func:`~bnlib.experiments.initialization.fixup_sweep`'s concatenated.
     """
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for row, variant in enumerate(VARIANT_LABELS):
@@ -560,9 +561,11 @@ def skipinit_sweep(df: pd.DataFrame) -> Figure:
         ax.plot(gone, [0.02 + 0.03 * row] * len(gone), "x", color=color, ms=7, mew=2)
     ax.axhline(0.1, color="0.5", lw=1, ls=":")
     ax.set(xscale="log", ylim=(0, 1), xlabel="learning rate", ylabel="test accuracy")
-    handles = [Line2D([], [], color=PALETTE[VARIANT_LABELS[v]], lw=2) for v in VARIANT_LABELS]
+    shown = [v for v in VARIANT_LABELS if v in set(df["variant"])]
+    handles = [Line2D([], [], color=PALETTE[VARIANT_LABELS[v]], lw=2) for v in shown]
     handles += [Line2D([], [], color="k", marker="x", ls="none", mew=2)]
-    legend_below(fig, handles, [*VARIANT_LABELS.values(), "every seed diverged"], ncol=4)
+    labels = [VARIANT_LABELS[v] for v in shown]
+    legend_below(fig, handles, [*labels, "every seed diverged"], ncol=len(shown) + 1)
     return fig
 
 
