@@ -658,20 +658,23 @@ def residual_variance(
 
 #: The networks of :func:`skipinit_sweep`, by label: (normalization, SkipInit).
 SKIPINIT_VARIANTS = {"none": ("none", False), "bn": ("torch", False), "skipinit": ("none", True)}
+#: The residual sweeps' profiles (SkipInit's and Fixup's run on the same grid and seeds).
+_RESIDUAL_SWEEP_SMOKE = {"lr_count": 2, "steps": 5, "blocks": 2, "width": 16}
+_RESIDUAL_SWEEP_FULL = {
+    "blocks": 32,
+    "lr_range": [1e-4, 3.16],
+    "lr_count": 10,
+    "steps": 2340,
+    "seeds": [0, 1, 2],
+}
 
 
 @register(
     "skipinit_sweep",
     chapter="Random initialization",
-    smoke={"lr_count": 2, "steps": 5, "blocks": 2, "width": 16},
+    smoke=_RESIDUAL_SWEEP_SMOKE,
     quick={},
-    full={
-        "blocks": 32,
-        "lr_range": [1e-4, 3.16],
-        "lr_count": 10,
-        "steps": 2340,
-        "seeds": [0, 1, 2],
-    },
+    full=_RESIDUAL_SWEEP_FULL,
     reproduce=Reproduction(
         subset={"seeds": [0], "variants": ["skipinit"]}, prefix=None, why=MEASURES_AT_END
     ),
@@ -776,15 +779,9 @@ def _residual_sweep(
 @register(
     "fixup_sweep",
     chapter="Random initialization",
-    smoke={"lr_count": 2, "steps": 5, "blocks": 2, "width": 16},
+    smoke=_RESIDUAL_SWEEP_SMOKE,
     quick={},
-    full={
-        "blocks": 32,
-        "lr_range": [1e-4, 3.16],
-        "lr_count": 10,
-        "steps": 2340,
-        "seeds": [0, 1, 2],
-    },
+    full=_RESIDUAL_SWEEP_FULL,
     reproduce=Reproduction(subset={"seeds": [0]}, prefix=None, why=MEASURES_AT_END),
 )
 def fixup_sweep(
