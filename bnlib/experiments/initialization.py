@@ -781,7 +781,9 @@ def _residual_sweep(
     chapter="Random initialization",
     smoke=_RESIDUAL_SWEEP_SMOKE,
     quick={},
-    full=_RESIDUAL_SWEEP_FULL,
+    # one seed of SkipInit's three: the 32-block network trains at about 40 steps a second
+    # on the 2-core CPU, and three seeds did not fit the session that added Fixup
+    full={**_RESIDUAL_SWEEP_FULL, "seeds": [0]},
     reproduce=Reproduction(subset={"seeds": [0]}, prefix=None, why=MEASURES_AT_END),
 )
 def fixup_sweep(
