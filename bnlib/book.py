@@ -1,22 +1,27 @@
-"""What a chapter calls to get its data: registered results, quick and full, side by side.
+"""What a chapter calls to get its data: the committed paper-scale results, with provenance.
 
 A chapter never holds an experiment's configuration. It names the experiment, and the
 registry (:mod:`bnlib.experiments`) supplies the arguments of the profile the book is built
-with (``$BNLIB_PROFILE``: ``smoke``, ``quick`` by default, or ``full``)::
+with (``$BNLIB_PROFILE``; ``full``, the papers' scale, by default)::
 
     fig1 = book.result("ioffe_figure1")          # a Result: .frame and .meta
     figures.ioffe_figure1(fig1.frame)
-    book.show_full("ioffe_figure1", figures.ioffe_figure1)   # the committed full run
+    book.provenance("ioffe_figure1")              # one line: config, device, date, commit
 
     def check(frame):                             # the chapter's claims, as a function
         return [claim(...), claim(...)]
-    book.check(check, "ioffe_figure1")            # on the quick data, and on the full
+    book.check(check, "ioffe_figure1")
 
-Full-profile results are never computed by the book: ``python -m bnlib run NAME
---profile full`` writes them to ``results/full/NAME/`` (parquet + JSON with provenance),
-where they are committed. A committed result is current when the current code computed
-it or reproduced it (:mod:`bnlib.validation`); one that is not fails the book's build
-(``make book``) and is labelled as computed by an older version elsewhere.
+The book never computes a full-profile result: ``python -m bnlib run NAME --profile full``
+writes it to ``results/full/NAME/`` (parquet + JSON with provenance), where it is
+committed, and the book reads it, so that building the book trains nothing heavy. A
+committed result is current when the current code computed it or reproduced it
+(:mod:`bnlib.validation`); one that is not fails the book's build (``make book``).
+
+The other profiles recompute everything at a smaller scale, into ``results/<profile>/``:
+``quick`` for a reader who wants to rerun the book on a laptop (``BNLIB_PROFILE=quick make
+book``), where the claims are checked on the quick data and on the committed full data
+both; ``smoke`` for the tests that execute every chapter in seconds.
 """
 
 from __future__ import annotations
@@ -39,17 +44,22 @@ __all__ = [
     "FullResult",
     "check",
     "describe_config",
-    "full_note",
     "full_result",
     "profile",
+    "provenance",
+    "provenance_note",
     "result",
-    "show_full",
 ]
 
 
+#: The profile the book reads unless ``$BNLIB_PROFILE`` names another: the committed
+#: paper-scale results.
+BOOK_PROFILE = "full"
+
+
 def profile() -> str:
-    """The profile the book is built with: ``$BNLIB_PROFILE``, else ``"quick"``."""
-    return experiments.profile_name(None)
+    """The profile the book is built with: ``$BNLIB_PROFILE``, else ``"full"``."""
+    return experiments.profile_name(os.environ.get("BNLIB_PROFILE") or BOOK_PROFILE)
 
 
 def full_dir() -> Path:
@@ -182,7 +192,7 @@ def result(name: str) -> Result:
         raise ValueError(
             f"no full-profile result of {name!r} is committed in {full_dir() / name}; the "
             f"book never computes one: run `python -m bnlib run {name} --profile full`, or "
-            "build with BNLIB_PROFILE=quick"
+            "build the book at a smaller scale, with BNLIB_PROFILE=quick"
         )
     return stored.result
 
@@ -223,29 +233,27 @@ def format_duration(seconds: float | None) -> str:
 
 def _label(stored: FullResult) -> str:
     meta, prov = stored.meta, stored.meta["provenance"]
-    date = prov["date"][:10]
+    device = prov["device"] + (f", CUDA {prov['cuda_version']}" if prov["device"].startswith("cuda") else "")
     text = (
-        f"Full profile: {describe_config(meta['config'])}; computed on {prov['device']} "
-        f"on {date} in {format_duration(meta['wall_time_s'])} (torch {prov['torch_version']}"
-        + (f", CUDA {prov['cuda_version']}" if prov["device"].startswith("cuda") else "")
-        + f", bnlib code {meta.get('code_hash', '?')}, git {prov['git_revision']})."
+        f"Data: {describe_config(meta['config'])}; computed on {device} (torch "
+        f"{prov['torch_version']}) on {prov['date'][:10]} in {format_duration(meta['wall_time_s'])}, "
+        f"git {prov['git_revision']}"
     )
     validation = stored.validation
     if stored.current and validation is not None:
         text += (
-            f" Reproduced by the current code (bnlib code {stored.code_hash}, git "
-            f"{validation['git_revision']}) on {validation['date'][:10]}: "
-            f"{validation['rows_compared']:,} rows recomputed, largest deviation "
-            f"{validation['max_abs_deviation']:.2g}."
+            f"; reproduced by the current code at git {validation['git_revision']} on "
+            f"{validation['date'][:10]} ({validation['rows_compared']:,} rows recomputed, "
+            f"largest deviation {validation['max_abs_deviation']:.2g})"
         )
     if not stored.current:
         text += (
-            f" Computed by an older version of the code (the current code's hash is "
+            f"; computed by an older version of the code (the current code's hash is "
             f"{stored.code_hash}): `python -m bnlib status --revalidate` checks whether the "
             f"current code reproduces it; `python -m bnlib run {meta['experiment']} --profile "
-            "full --force` recomputes it."
+            "full --force` recomputes it"
         )
-    return text
+    return text + "."
 
 
 class Note:
@@ -260,58 +268,45 @@ class Note:
     def _repr_html_(self) -> str:
         body = html.escape(self.text)
         body = body.replace("`", "")  # commands are quoted in text, plain in HTML
-        return f'<p class="bnlib-full-note {self.css}">{body}</p>'
+        return f'<p class="bnlib-provenance {self.css}">{body}</p>'
 
 
-def full_note(name: str) -> Note:
-    """One line saying what full-profile result of ``name`` is committed, and from where."""
-    stored = full_result(name)
-    if stored is None:
-        full = experiments.get(name).profiles["full"]
-        return Note(
-            f"No full-profile result ({describe_config(full)}) is committed yet; this page "
-            f"shows the {profile()} profile only. `python -m bnlib run {name} --profile full` "
-            "computes it.",
-            "bnlib-full-missing",
-        )
-    return Note(_label(stored), "bnlib-full-current" if stored.current else "bnlib-full-stale")
+def provenance_note(name: str) -> Note:
+    """One line saying where the data of ``name`` shown in the page come from.
 
-
-def show_full(name: str, draw: Callable[[pd.DataFrame], object] | None = None) -> object:
-    """Show the committed full-profile result of ``name``: its label, then ``draw(frame)``.
-
-    Args:
-        name: a registered experiment.
-        draw: a figure function (from :mod:`bnlib.figures`), called on the full result's
-            frame if one is committed.
-
-    Returns:
-        What ``draw`` returned, for the cell to display (a plotly figure, say); None if
-        there is no full result or no ``draw``, or if ``draw`` returned a matplotlib
-        figure, which is displayed here and closed (returned as well, it would show twice:
-        once as the cell's value, once when the inline backend shows the open figures).
-        At the ``full`` profile the chapter's own figure is already the full result,
-        so only the label is shown.
+    At the ``full`` profile (the book's): the committed result's configuration, device,
+    date, duration and commit (and the commit that reproduced it, where one did). At the
+    other profiles: the configuration recomputed here, and the command that computes the
+    committed paper-scale result where none is committed.
     """
-    from IPython.display import display
-    from matplotlib.figure import Figure
-
-    display(full_note(name))
+    chosen = profile()
     stored = full_result(name)
-    if stored is None or draw is None or profile() == "full":
-        return None
-    drawn = draw(stored.frame)
-    if isinstance(drawn, Figure):
-        import matplotlib.pyplot as plt
+    if chosen != "full":
+        config = experiments.get(name).profiles[chosen]
+        return Note(
+            f"Data: recomputed here at the {chosen} profile ({describe_config(config)}); "
+            + (
+                "the book's pages show the committed paper-scale result."
+                if stored is not None
+                else f"`python -m bnlib run {name} --profile full` computes the paper-scale one."
+            ),
+            "bnlib-provenance-recomputed",
+        )
+    if stored is None:  # result() has already refused: the book is never built without it
+        return Note(f"No committed result of {name!r}.", "bnlib-provenance-missing")
+    css = "bnlib-provenance-current" if stored.current else "bnlib-provenance-stale"
+    return Note(_label(stored), css)
 
-        display(drawn)
-        plt.close(drawn)
-        return None
-    return drawn
+
+def provenance(name: str) -> None:
+    """Display :func:`provenance_note` of ``name`` under the figure or table it drew."""
+    from IPython.display import display
+
+    display(provenance_note(name))
 
 
 def check(function: Callable[..., Sequence[Claim]], name: str | Sequence[str]) -> Claims:
-    """Run a chapter's claims on experiment ``name``'s data, and on its full result too.
+    """Run a chapter's claims on experiment ``name``'s data.
 
     Args:
         function: takes the experiment's tidy frame (one per name, in order, when
@@ -320,14 +315,16 @@ def check(function: Callable[..., Sequence[Claim]], name: str | Sequence[str]) -
         name: the registered experiment, or several (a control and the run it controls).
 
     Returns:
-        The claims on the book's profile's data; where a full-profile result is committed
-        (for every experiment named), each carries the full number and status as well
-        (:func:`bnlib.claims.with_full`).
-        At the ``smoke`` profile claims are computed but not enforced, and an error while
-        computing them (too few steps for a quantity to exist) is shown instead.
+        The claims on the book's profile's data. At the ``full`` profile (the book's) that
+        is the committed paper-scale data. At ``quick``, where a full result is committed
+        for every experiment named, each claim carries the full number and status as well
+        (:func:`bnlib.claims.with_full`). At ``smoke`` claims are computed but not
+        enforced, and an error while computing them (too few steps for a quantity to
+        exist) is shown instead.
 
     Raises:
-        ClaimFailed: a claim does not hold on the quick data, or on the full data.
+        ClaimFailed: a claim does not hold on the book's data (at ``quick``: on the quick
+            data, or on the committed full data).
     """
     names = [name] if isinstance(name, str) else list(name)
     chosen = profile()
@@ -337,8 +334,11 @@ def check(function: Callable[..., Sequence[Claim]], name: str | Sequence[str]) -
                 return Claims(function(*(result(n).frame for n in names)))
         except Exception as error:  # a smoke run is too short for some quantities
             return Claims([Note(f"Claims not computed at the smoke profile: {error!r}", "")])
-    main = Claims(function(*(result(n).frame for n in names)))
-    stored = [full_result(n) for n in names] if chosen != "full" else [None]
+    with checking(chosen):
+        main = Claims(function(*(result(n).frame for n in names)))
+    if chosen == "full":
+        return main
+    stored = [full_result(n) for n in names]
     if any(one is None for one in stored):
         return main
     with checking("full", enforce=False):

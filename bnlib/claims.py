@@ -177,7 +177,7 @@ class Claim:
     paper: str = ""
     cite: str = ""
     status: str = HOLDS
-    profile: str = "quick"
+    profile: str = "full"
     id: str = field(default="")
     full: str = ""
     full_status: str = ""
@@ -224,8 +224,11 @@ class Claim:
         if not self.book:  # a claim about the full profile only
             return ""
         only = " (about this profile only)" if self.only == self.profile else ""
+        # the book's pages state the full profile's data; only a rerun at another scale
+        # names its profile
+        where = "" if self.profile == "full" else f" ({html.escape(self.profile)} profile)"
         return (
-            f'<span class="bnlib-claim-book">book ({html.escape(self.profile)} profile): '
+            f'<span class="bnlib-claim-book">book{where}: '
             f"{html.escape(self.book)}{only}</span>"
         )
 
@@ -360,7 +363,8 @@ def _as_bool(value: object, name: str) -> bool:
 
 
 def _current_profile() -> str:
-    return _PROFILE.get() or os.environ.get("BNLIB_PROFILE") or "quick"
+    # the book's own default: its pages state the committed full-profile data
+    return _PROFILE.get() or os.environ.get("BNLIB_PROFILE") or "full"
 
 
 @contextlib.contextmanager

@@ -159,9 +159,9 @@ CLAIMS_CSS = """
 .bnlib-claim-differs-why { color: var(--pst-color-text-muted, #555); margin-left: 0.4em; }
 .bnlib-claim-differs-why::before { content: "| "; }
 .bnlib-claim-unchecked { border-left-color: #999; }
-.bnlib-full-note { font-size: 0.9em; color: #444; border-left: 3px solid #7570b3;
+.bnlib-provenance { font-size: 0.85em; color: #555; border-left: 3px solid #7570b3;
   padding-left: 0.6em; }
-.bnlib-full-stale { border-left-color: #d95f02; }
+.bnlib-provenance-stale { border-left-color: #d95f02; }
 .bnlib-claim-book, .bnlib-claim-paper, .bnlib-claim-full { color: var(--pst-color-text-muted, #555);
   margin-left: 0.4em; }
 .bnlib-claim-book::before, .bnlib-claim-paper::before, .bnlib-claim-full::before { content: "| "; }
@@ -262,12 +262,15 @@ def claims_table_html(claims: list[dict], link: Any) -> str:
 
     Returns:
         A ``<table>`` with one row per claim: chapter and section (linked), the claim,
-        the paper's number, the book's quick- and full-profile numbers, the status.
+        the paper's number, the book's number, the status. A book built at the full
+        profile (the default) has one number per claim; one rebuilt at a smaller profile
+        shows that profile's number beside the committed full one.
     """
     from html import escape
 
     from bnlib.claims import short_citation
 
+    rerun = any(c.get("profile", "full") != "full" for c in claims)
     rows = []
     for c in claims:
         where = (
@@ -282,15 +285,16 @@ def claims_table_html(claims: list[dict], link: Any) -> str:
                 if paper
                 else escape(short_citation(c["cite"]))
             )
-        quick = escape(c["book"]) if c.get("profile", "quick") == "quick" else ""
-        if c.get("profile") == "full":  # a book built at the full profile
+        quick = escape(c["book"]) if c.get("profile", "full") != "full" else ""
+        if c.get("profile", "full") == "full":  # the book's own scale
             full = escape(c["book"])
-        elif c.get("full_status"):  # a committed full result, checked beside the quick one
+        elif c.get("full_status"):  # a committed full result, checked beside the rerun
             full = escape(c["full"])
-        elif c.get("only") == "quick":
-            full = "(about the quick profile only)"
+        elif c.get("only") and c.get("only") != "full":
+            full = f"(about the {escape(c['only'])} profile only)"
         else:
             full = "not yet computed"
+        numbers = f"<td>{quick or '&mdash;'}</td><td>{full}</td>" if rerun else f"<td>{full}</td>"
         status = escape(c["status"])
         if c.get("differs"):
             status += f"<br>({escape(c['differs'])})"
@@ -302,12 +306,18 @@ def claims_table_html(claims: list[dict], link: Any) -> str:
         rows.append(
             f"<tr class='{css}'><td>{where}</td>"
             f'<td><a href="{escape(link(c["docname"], c["id"]))}">{escape(c["text"])}</a></td>'
-            f"<td>{paper or '&mdash;'}</td><td>{quick or '&mdash;'}</td><td>{full}</td>"
+            f"<td>{paper or '&mdash;'}</td>{numbers}"
             f"<td>{status}</td></tr>"
         )
+    profile = next((c["profile"] for c in claims if c.get("profile", "full") != "full"), "")
+    book = (
+        f"<th>book, {escape(profile)} profile</th><th>book, full profile</th>"
+        if rerun
+        else "<th>book</th>"
+    )
     head = (
         "<thead><tr><th>chapter and section</th><th>claim</th><th>paper</th>"
-        "<th>book, quick profile</th><th>book, full profile</th><th>status</th></tr></thead>"
+        f"{book}<th>status</th></tr></thead>"
     )
     return f'<table class="table bnlib-claims-table">{head}<tbody>{"".join(rows)}</tbody></table>'
 
