@@ -233,11 +233,12 @@ def format_duration(seconds: float | None) -> str:
 
 def _label(stored: FullResult) -> str:
     meta, prov = stored.meta, stored.meta["provenance"]
-    device = prov["device"] + (f", CUDA {prov['cuda_version']}" if prov["device"].startswith("cuda") else "")
+    cuda = f", CUDA {prov['cuda_version']}" if prov["device"].startswith("cuda") else ""
+    took = format_duration(meta["wall_time_s"])
     text = (
-        f"Data: {describe_config(meta['config'])}; computed on {device} (torch "
-        f"{prov['torch_version']}) on {prov['date'][:10]} in {format_duration(meta['wall_time_s'])}, "
-        f"git {prov['git_revision']}"
+        f"Data: {meta['experiment']}, {describe_config(meta['config'])}; computed on "
+        f"{prov['device']}{cuda} with torch {prov['torch_version']} on {prov['date'][:10]} "
+        f"in {took}, git {prov['git_revision']}"
     )
     validation = stored.validation
     if stored.current and validation is not None:
@@ -248,10 +249,10 @@ def _label(stored: FullResult) -> str:
         )
     if not stored.current:
         text += (
-            f"; computed by an older version of the code (the current code's hash is "
-            f"{stored.code_hash}): `python -m bnlib status --revalidate` checks whether the "
-            f"current code reproduces it; `python -m bnlib run {meta['experiment']} --profile "
-            "full --force` recomputes it"
+            f"; computed by an older version of the code (bnlib code {meta.get('code_hash', '?')}"
+            f"; the current code's is {stored.code_hash}): `python -m bnlib status --revalidate` "
+            "checks whether the current code reproduces it; `python -m bnlib run "
+            f"{meta['experiment']} --profile full --force` recomputes it"
         )
     return text + "."
 
@@ -284,7 +285,7 @@ def provenance_note(name: str) -> Note:
     if chosen != "full":
         config = experiments.get(name).profiles[chosen]
         return Note(
-            f"Data: recomputed here at the {chosen} profile ({describe_config(config)}); "
+            f"Data: {name}, recomputed here at the {chosen} profile ({describe_config(config)}); "
             + (
                 "the book's pages show the committed paper-scale result."
                 if stored is not None

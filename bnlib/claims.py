@@ -227,10 +227,7 @@ class Claim:
         # the book's pages state the full profile's data; only a rerun at another scale
         # names its profile
         where = "" if self.profile == "full" else f" ({html.escape(self.profile)} profile)"
-        return (
-            f'<span class="bnlib-claim-book">book{where}: '
-            f"{html.escape(self.book)}{only}</span>"
-        )
+        return f'<span class="bnlib-claim-book">book{where}: {html.escape(self.book)}{only}</span>'
 
     def _full_html(self) -> str:
         if not self.full_status:

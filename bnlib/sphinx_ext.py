@@ -82,11 +82,11 @@ def committed_results_hash(length: int = 8) -> str:
 
 
 def _on_config_inited(app: Any, config: Any) -> None:
-    from bnlib.experiments import profile_name
+    from bnlib.book import profile
 
-    config.bnlib_source_hash = (  # the profile too: BNLIB_PROFILE=full must not reuse quick runs
+    config.bnlib_source_hash = (  # the profile too: BNLIB_PROFILE=quick must not reuse full runs
         f"{source_hash(config.bnlib_hash_package or None)}, full results "
-        f"{committed_results_hash()}, profile {profile_name()}"
+        f"{committed_results_hash()}, profile {profile()}"
     )
 
 

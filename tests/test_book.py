@@ -100,29 +100,50 @@ def test_claims_appendix_lists_every_claim_of_every_chapter():
     assert re.search(r"\d+ claims in \d+ chapters: \d+ hold, \d+ disagree", appendix)
 
 
-def test_committed_full_results_are_shown_beside_the_quick_ones():
-    """Every experiment a chapter uses has its full-profile note: the committed result's
-    scale, device and date (current, or marked as older code), or a line saying none is
-    committed; and claims made on a committed full result carry its number."""
-    from html import escape
-
+def test_every_experiment_shown_names_where_its_data_come_from():
+    """The book shows one set of numbers, the committed full-profile results: every
+    experiment a chapter uses has one provenance line (its configuration, device, date and
+    commit), no committed result is stale, and the claims carry one number each, in the
+    chapters and in the appendix."""
     from bnlib import experiments
-    from bnlib.book import full_result
     from bnlib.claims import parse_rendered
 
-    notes, with_full = 0, []
+    experiments._load_all()
+    lines, claims = [], []
     for page in notebook_chapters():
         _, text = parse(page)
-        notes += text.count('class="bnlib-full-note')
-        with_full += [c for c in parse_rendered(text) if c.get("full_status")]
-        for match in re.finditer(r'class="bnlib-full-note bnlib-full-current">(.*?)</p>', text):
-            assert re.search(r"Full profile: .*computed on .* on \d{4}-\d\d-\d\d", match[1])
-    experiments._load_all()
-    chapters = ("The BN algorithm", "Internal covariate shift")
-    used = [n for n, e in experiments.REGISTRY.items() if e.chapter in chapters]
-    assert notes >= len(used)
-    if any(full_result(n) for n in used):
-        assert with_full, "no claim carries a full-profile number"
-        _, appendix = parse("pages/claims")
-        for c in with_full:
-            assert f"<td>{escape(c['full'])}</td>" in appendix, c["text"]
+        assert "bnlib-provenance-stale" not in text and "bnlib-provenance-recomputed" not in text
+        found = re.findall(r'class="bnlib-provenance bnlib-provenance-current">(.*?)</p>', text)
+        for line in found:
+            assert re.fullmatch(
+                r"Data: [a-z0-9_]+, .+; computed on \S+.* with torch \S+ on "
+                r"\d{4}-\d\d-\d\d in .+, git [0-9a-f]{7,}.*\.",
+                line,
+            ), line
+        lines += found
+        claims += parse_rendered(text)
+    shown = {line.split(",", 1)[0].removeprefix("Data: ") for line in lines}
+    used = {n for n, e in experiments.REGISTRY.items() if e.chapter}
+    assert not used - shown, f"no provenance line for {sorted(used - shown)}"
+    assert claims and all(c["profile"] == "full" and not c["full_status"] for c in claims)
+    _, appendix = parse("pages/claims")
+    assert "<th>book</th>" in appendix and "profile</th>" not in appendix
+
+
+#: The profiles' names used as words of the reading text ("the quick run", "the full
+#: profile's 50,000 steps"): the book states one set of numbers, the committed one.
+PROFILE_WORDS = re.compile(r"\bquick\b|\bfull[- ](profile|run|one|data|result)s?\b", re.I)
+
+
+def reading_text(html_text: str) -> str:
+    """What a reader reads of a built page: the article, without code, scripts and styles."""
+    article = html_text.split('<article class="bd-article"', 1)[-1].split("</article>", 1)[0]
+    article = re.sub(r"<(pre|code|script|style)\b.*?</\1>", " ", article, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", article))
+
+
+@pytest.mark.parametrize("page", toc_files())
+def test_reading_text_states_one_set_of_numbers(page):
+    _, text = parse(page)
+    found = [m.group(0) for m in PROFILE_WORDS.finditer(reading_text(text))]
+    assert not found, f"{page}: the reading text names a profile: {found[:5]}"

@@ -1,4 +1,5 @@
-"""bnlib.book: chapters' data through the registry; committed full results beside quick ones.
+"""bnlib.book: chapters' data through the registry: the committed full results by default,
+recomputed at a smaller profile on request.
 
 Uses ``sigmoid_saturation`` (NumPy, milliseconds) and ``transform_stages`` (one batch of
 real MNIST) as real experiments, with the results folder in a temporary directory.
@@ -26,7 +27,15 @@ def _shifts(frame):
     return sorted(frame["shift"].unique())
 
 
-def test_result_uses_the_profile_the_book_is_built_with(results, monkeypatch):
+@pytest.fixture
+def quick(monkeypatch):
+    """A reader rebuilding the book at the quick profile (BNLIB_PROFILE=quick make book)."""
+    monkeypatch.setenv("BNLIB_PROFILE", "quick")
+
+
+def test_the_book_reads_the_full_profile_unless_told_otherwise(results, monkeypatch):
+    assert book.profile() == "full"
+    monkeypatch.setenv("BNLIB_PROFILE", "quick")
     quick = book.result("sigmoid_saturation")
     assert quick.meta["profile"] == "quick"
     assert quick.meta["config"] == experiments.get("sigmoid_saturation").profiles["quick"]
@@ -36,51 +45,36 @@ def test_result_uses_the_profile_the_book_is_built_with(results, monkeypatch):
     assert len(smoke.frame) < len(quick.frame)  # fewer points
 
 
-def test_the_full_profile_is_never_computed_by_the_book(results, monkeypatch):
-    monkeypatch.setenv("BNLIB_PROFILE", "full")
+def test_the_full_profile_is_never_computed_by_the_book(results):
     with pytest.raises(ValueError, match=r"python -m bnlib run sigmoid_saturation --profile full"):
         book.result("sigmoid_saturation")
     assert not (results / "full").exists()
 
 
-def test_without_a_committed_full_result_the_page_says_so(results):
-    assert book.full_result("sigmoid_saturation") is None
-    note = book.full_note("sigmoid_saturation")
-    assert "No full-profile result" in repr(note)
-    assert "python -m bnlib run sigmoid_saturation --profile full" in repr(note)
-    assert book.show_full("sigmoid_saturation", lambda frame: "drawn") is None
-
-
-def test_a_committed_full_result_is_shown_with_its_provenance(results):
+def test_a_rerun_at_a_smaller_profile_says_so(results, quick):
+    text = repr(book.provenance_note("sigmoid_saturation"))
+    assert text.startswith("Data: sigmoid_saturation, recomputed here at the quick profile")
+    assert "python -m bnlib run sigmoid_saturation --profile full" in text
     experiments.run("sigmoid_saturation", "full")
+    text = repr(book.provenance_note("sigmoid_saturation"))
+    assert "the book's pages show the committed paper-scale result" in text
+
+
+def test_a_committed_full_result_is_what_the_book_shows_with_its_provenance(results, capsys):
+    computed = experiments.run("sigmoid_saturation", "full")
     stored = book.full_result("sigmoid_saturation")
     assert stored is not None and stored.current
+    assert book.result("sigmoid_saturation").path == computed.path
     full_shifts = experiments.get("sigmoid_saturation").profiles["full"]["shifts"]
     assert _shifts(stored.frame) == sorted(full_shifts)
-    text = repr(book.full_note("sigmoid_saturation"))
-    assert text.startswith("Full profile:")
-    assert "computed on cpu" in text and "older version" not in text
-    assert re.search(r"on \d{4}-\d\d-\d\d", text)
-    assert book.show_full("sigmoid_saturation", lambda frame: len(frame)) == len(stored.frame)
-
-
-def test_a_full_matplotlib_figure_is_shown_once(results, capsys):
-    """Returned to the cell, a figure would show twice (as the cell's value and as an open
-    figure): show_full displays it, closes it and returns None."""
-    import matplotlib.pyplot as plt
-
-    experiments.run("sigmoid_saturation", "full")
-    drawn = []
-
-    def draw(frame):
-        fig, ax = plt.subplots()
-        ax.plot(range(len(frame)))
-        drawn.append(fig)
-        return fig
-
-    assert book.show_full("sigmoid_saturation", draw) is None
-    assert len(drawn) == 1 and not plt.fignum_exists(drawn[0].number)
-    assert "Figure" in capsys.readouterr().out  # displayed (as text outside a kernel)
+    note = book.provenance_note("sigmoid_saturation")
+    text = repr(note)
+    assert text.startswith(f"Data: sigmoid_saturation, {len(full_shifts)} ")
+    assert "computed on cpu" in text and " with torch " in text and "older version" not in text
+    assert re.search(r"on \d{4}-\d\d-\d\d in .*, git ", text)
+    assert "bnlib-provenance-current" in note._repr_html_()
+    assert book.provenance("sigmoid_saturation") is None
+    assert capsys.readouterr().out.strip() == text  # displayed (as text outside a kernel)
 
 
 def test_a_full_result_from_older_code_is_marked_stale(results):
@@ -89,7 +83,7 @@ def test_a_full_result_from_older_code_is_marked_stale(results):
     as_if_computed_by_older_code(experiments.run("sigmoid_saturation", "full").path)
     stored = book.full_result("sigmoid_saturation")
     assert stored is not None and not stored.current
-    text = repr(book.full_note("sigmoid_saturation"))
+    text = repr(book.provenance_note("sigmoid_saturation"))
     assert "older version" in text and "feedfacefeedface" in text
     # a new full run replaces it: one committed result per experiment
     fresh = experiments.run("sigmoid_saturation", "full", force=True)
@@ -107,7 +101,18 @@ def _claims_about_shifts(frame):
     ]
 
 
-def test_check_carries_the_full_number_beside_the_quick_one(results):
+def test_at_the_book_s_profile_claims_rest_on_the_committed_data_alone(results):
+    def largest_shift(frame):
+        largest = max(_shifts(frame))
+        return [claim("The largest shift is at least 6", largest >= 6, book=largest)]
+
+    experiments.run("sigmoid_saturation", "full")
+    (shown,) = book.check(largest_shift, "sigmoid_saturation")
+    assert (shown.profile, shown.book, shown.full_status) == ("full", "6", "")
+    assert "book: 6" in shown._repr_html_() and "profile):" not in shown._repr_html_()
+
+
+def test_check_carries_the_full_number_beside_the_quick_one(results, quick):
     quick_only = book.check(_claims_about_shifts, "sigmoid_saturation")
     assert [c.full_status for c in quick_only] == ["", ""]
     experiments.run("sigmoid_saturation", "full")
@@ -120,13 +125,16 @@ def test_check_carries_the_full_number_beside_the_quick_one(results):
     assert "full profile: 6" in both._repr_html_()
 
 
-def test_a_claim_that_fails_on_the_full_result_fails_the_build(results):
+def test_a_claim_that_fails_on_the_full_result_fails_the_build(results, monkeypatch):
     experiments.run("sigmoid_saturation", "full")
 
     def at_most_four_shifts(frame):
         n = len(_shifts(frame))
         return [claim("There are at most four shifts", n <= 4, book=n)]
 
+    with pytest.raises(ClaimFailed, match="do not support this claim"):
+        book.check(at_most_four_shifts, "sigmoid_saturation")
+    monkeypatch.setenv("BNLIB_PROFILE", "quick")  # four shifts hold at the quick profile
     with pytest.raises(ClaimFailed, match="at the full profile"):
         book.check(at_most_four_shifts, "sigmoid_saturation")
 
@@ -146,7 +154,7 @@ def test_smoke_profile_computes_claims_without_enforcing_them(results, monkeypat
     assert "smoke profile" in repr(book.check(crashes, "sigmoid_saturation")[0])
 
 
-def test_a_claim_about_the_full_profile_only_is_not_checked_on_quick_data(results):
+def test_a_claim_about_the_full_profile_only_is_not_checked_on_quick_data(results, quick):
     shown = claim("Fifty thousand steps", False, book=0, only="full")
     assert shown.status == NOT_CHECKED
 
@@ -162,7 +170,7 @@ def test_describe_config_names_the_scale():
     assert book.describe_config({"steps": 600, "blocks": 32}) == "600 steps, 32 residual blocks"
 
 
-def test_check_takes_several_experiments_and_their_full_results_together(results):
+def test_check_takes_several_experiments_and_their_full_results_together(results, quick):
     def shifts_against_stages(saturation, stages):
         n = len(_shifts(saturation))
         return [claim("Both frames arrive, in order", n >= 4 and "shift" not in stages, book=n)]

@@ -85,22 +85,35 @@ def test_numbers_are_printed_with_four_significant_digits():
     assert format_number(float("nan")) == "nan" and format_number(True) == "True"
 
 
-def test_the_appendix_table_links_each_claim_and_shows_both_profiles():
-    quick = Claim("a claim", True, "0.5", paper="0.6", cite="ioffe2015batch", id="claim-x")
-    full = Claim("another", True, "0.7", profile="full", status="holds", id="claim-y")
+def test_the_appendix_table_links_each_claim_with_one_number_at_the_book_s_profile():
+    first = Claim("a claim", True, "0.5", paper="0.6", cite="ioffe2015batch", id="claim-x")
+    second = Claim("another", True, "0.7", status="holds", id="claim-y")
     where = {"docname": "chapters/a", "chapter": "A", "section": "S", "section_id": "s"}
-    rows = [{**quick.record(), **where}, {**full.record(), **where}]
+    rows = [{**first.record(), **where}, {**second.record(), **where}]
     table = claims_table_html(rows, lambda doc, anchor: f"{doc}.html#{anchor}")
     assert table.count("<tr class=") == 2
     assert 'href="chapters/a.html#claim-x"' in table and 'href="chapters/a.html#s"' in table
     assert "0.6 (Ioffe &amp; Szegedy 2015)" in table
+    assert "<th>book</th>" in table and "profile" not in table
+    assert "<td>0.5</td><td>holds</td>" in table
+
+
+def test_the_appendix_of_a_smaller_rerun_shows_both_profiles():
+    quick = Claim("a claim", True, "0.5", profile="quick", id="claim-x")
+    where = {"docname": "chapters/a", "chapter": "A", "section": "S", "section_id": "s"}
+    table = claims_table_html([{**quick.record(), **where}], lambda doc, a: f"{doc}.html#{a}")
+    assert "<th>book, quick profile</th><th>book, full profile</th>" in table
     assert "not yet computed" in table  # the quick claim has no full-profile number
 
 
 def test_the_appendix_shows_a_committed_full_number_beside_the_quick_one():
     from bnlib.claims import checking, with_full
 
-    quick = [claim("x is positive", True, book=0.5), claim("short run", True, book=1, only="quick")]
+    with checking("quick"):
+        quick = [
+            claim("x is positive", True, book=0.5),
+            claim("short run", True, book=1, only="quick"),
+        ]
     with checking("full", enforce=False):
         full = [
             claim("x is positive", True, book=0.25),

@@ -87,7 +87,13 @@ def test_first_cell_installs_bnlib_in_colab_only(chapter):
     config = yaml.safe_load((REPO / "_config.yml").read_text())
     first = next(c for c in jupytext.read(chapter).cells if c.cell_type == "code")
     assert 'if "google.colab" in sys.modules:' in first.source
-    assert f"git+{config['repository']['url']}@{config['repository']['branch']}" in first.source
+    url, branch = config["repository"]["url"], config["repository"]["branch"]
+    # the repository itself, not only the package: the chapter reads the committed results
+    assert (
+        f"git clone --quiet --depth 1 --branch {branch} {url} /content/bn-textbook" in first.source
+    )
+    assert "%pip install --quiet /content/bn-textbook" in first.source
+    assert 'os.environ["BNLIB_RESULTS"] = "/content/bn-textbook/results"' in first.source
     assert "remove-cell" in first.metadata.get("tags", [])
 
 

@@ -1,7 +1,8 @@
 """Every chapter converts to a notebook (jupytext) and runs in a fresh kernel (nbclient),
 as it does in Jupyter, Binder or Colab: live explorers. It runs the ``smoke`` profile
-(seconds per experiment): the book build already executes every chapter at the quick
-profile, so this test only needs the chapters to execute in a kernel.
+(seconds per experiment), which computes every result the chapter asks for: the book build
+executes every chapter on the committed full results, so this test makes sure that the
+chapters' code also runs on freshly computed data, in a kernel.
 
 The notebook runs in a separate process (``jupyter execute``), away from the state other
 tests leave in this one (event loops, widget comms).
@@ -50,3 +51,27 @@ def test_prose_never_points_at_a_claim_by_its_position(chapter):
         if cell.cell_type == "markdown":
             found += [m.group(0) for m in ORDINAL_CLAIM.finditer(cell.source)]
     assert not found, f"{chapter.name}: say what the claim shows instead of {found[:5]}"
+
+
+#: Tags under which a code cell's source is out of the reader's way in the HTML.
+HIDDEN_SOURCE = {"remove-input", "remove-cell", "hide-input", "hide-cell"}
+#: Issue 31's target: code where code teaches (BN's forward and backward, a probe, an
+#: explorer call), the checks out of sight.
+MOST_VISIBLE_LINES = 60
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_a_chapter_shows_the_reader_little_code(chapter):
+    import jupytext
+
+    visible = [
+        line
+        for cell in jupytext.read(chapter).cells
+        if cell.cell_type == "code" and not HIDDEN_SOURCE & set(cell.metadata.get("tags", []))
+        for line in cell.source.splitlines()
+        if line.strip()
+    ]
+    assert len(visible) <= MOST_VISIBLE_LINES, (
+        f"{chapter.name} shows {len(visible)} non-blank lines of Python; fold checking code "
+        "away (tags: [hide-input]) or move it into bnlib"
+    )
