@@ -426,7 +426,41 @@ class Claims(list):
         return "\n".join(repr(c) for c in self)
 
     def _repr_html_(self) -> str:
-        return "".join(c._repr_html_() for c in self)
+        """One collapsible "Evidence" block: a summary line (how many claims hold, how many
+        of the papers' claims the data contradict or cannot compare), and the claims, each
+        with its status, the book's number and the paper's. It opens by itself when a link
+        (from the appendix) points at a claim inside it."""
+        rendered = "".join(c._repr_html_() for c in self)
+        checked = [c for c in self if isinstance(c, Claim)]
+        if not checked:  # a note in place of claims (the smoke profile)
+            return rendered
+        return (
+            f'<details class="bnlib-evidence"><summary>{html.escape(evidence_summary(checked))}'
+            f"</summary>{rendered}</details>"
+        )
+
+
+def evidence_summary(claims: Sequence[Claim]) -> str:
+    """``"Evidence: 5 claims; 4 hold, 1 disagrees with the paper"``: what a block holds."""
+    counts = {status: sum(c.status == status for c in claims) for status in SUMMARY_WORDS}
+    parts = []
+    for status, (one, many) in SUMMARY_WORDS.items():
+        n = counts[status]
+        if n:
+            parts.append(f"{n} {one if n == 1 else many}")
+    other = len(claims) - sum(counts.values())
+    if other:
+        parts.append(f"{other} not checked")
+    noun = "claim" if len(claims) == 1 else "claims"
+    return f"Evidence: {len(claims)} {noun} checked on the data; " + ", ".join(parts)
+
+
+#: How the summary of an evidence block names each status (one, several).
+SUMMARY_WORDS = {
+    HOLDS: ("holds", "hold"),
+    DISAGREES: ("disagrees with the paper", "disagree with the paper"),
+    NOT_COMPARABLE: ("not comparable (setup differs)", "not comparable (setup differs)"),
+}
 
 
 def claims(*items: Claim) -> Claims:

@@ -62,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best)")
     run.add_argument("--force", action="store_true", help="recompute even if cached")
     run.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray, each experiment split into independent shards (seeds, learning "
+        "rates...): on a local Ray started for the run, or on the cluster at ADDRESS "
+        "(HOST:PORT of its head); needs `pip install 'bnlib[ray]'`",
+    )
+    run.add_argument(
         "--set",
         action="append",
         default=[],
@@ -129,6 +139,13 @@ def _overrides(name: str, settings: list[str]) -> dict:
     return experiments.check_arguments(name, overrides)
 
 
+def _ray_errors() -> tuple[type[Exception], ...]:
+    """A Ray run's errors a user can cause (Ray missing, no cluster, a failing shard)."""
+    from bnlib.distributed import RayUnavailableError, ShardFailedError
+
+    return (RayUnavailableError, ShardFailedError)
+
+
 def _run(args: argparse.Namespace) -> int:
     from bnlib import experiments
     from bnlib.device import pick_device
@@ -137,16 +154,29 @@ def _run(args: argparse.Namespace) -> int:
     if args.all == bool(args.experiment):
         raise ValueError("give one experiment's name, or --all (not both)")
     profile = experiments.profile_name(args.profile)
-    device = str(pick_device(args.device))
+    if args.all and args.set:
+        raise ValueError("--set applies to one experiment, not to --all")
+    overrides = {} if args.all else _overrides(args.experiment, args.set)  # names checked first
+    runner = None
+    if args.ray is not None:
+        from bnlib.distributed import RayRunner
+
+        runner = RayRunner(None if args.ray == "local" else args.ray)
+        # each shard picks the cluster's device unless one is named
+        device = args.device
+    else:
+        device = str(pick_device(args.device))
     if args.all:
-        if args.set:
-            raise ValueError("--set applies to one experiment, not to --all")
-        run_all(profile, device, force=args.force)
+        run_all(profile, device, force=args.force, runner=runner)
         return 0
-    overrides = _overrides(args.experiment, args.set)  # validates the name before any work
     try:
         result = experiments.run(
-            args.experiment, profile, device=device, force=args.force, **overrides
+            args.experiment,
+            profile,
+            device=device,
+            force=args.force,
+            compute=runner.compute if runner else None,
+            **overrides,
         )
     except (TypeError, IndexError, KeyError, ZeroDivisionError) as error:
         if not overrides:
@@ -234,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             chapter_costs=not args.no_chapter_costs,
         )
         return 0
-    except (ValueError, OSError, CorruptDatasetError) as error:
+    except (ValueError, OSError, CorruptDatasetError, *_ray_errors()) as error:
         # OSError covers DatasetNotFoundError, ResultsNotWritableError and permissions
         print(f"error: {_message(error)}", file=sys.stderr)
         return 2

@@ -53,6 +53,7 @@ NOT_COMPUTATION = (
     "bnlib.book",
     "bnlib.claims",
     "bnlib.cli",
+    "bnlib.distributed",  # where an experiment's shards run (Ray), not what they compute
     "bnlib.experiments",  # the registry; the profiles' configs are part of a result's key
     "bnlib.figures",
     "bnlib.notebook",

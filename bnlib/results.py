@@ -386,6 +386,7 @@ def load_or_compute(
     command: str | None = None,
     code: str | None = None,
     store: str | None = None,
+    annotate: Callable[[], dict] | None = None,
 ) -> Result:
     """The stored result of ``experiment`` with ``config``, computing and storing it first
     if there is none (or ``force``).
@@ -399,6 +400,8 @@ def load_or_compute(
         code: hash of the code that computes the result (part of the key; see
             :func:`cache_key`), recorded in the metadata as ``code_hash``.
         store: the folder under the results folder (default: ``profile``).
+        annotate: called after ``compute``; what it returns is added to the metadata
+            (a Ray run records its cluster so, :mod:`bnlib.distributed`).
 
     Returns:
         The :class:`Result`. A stored result that cannot be read or is inconsistent is
@@ -435,6 +438,7 @@ def load_or_compute(
         "rows": len(frame),
         "command": command or _command_line(),
         "provenance": provenance(device),
+        **(annotate() if annotate else {}),
     }
     _store(frame, meta, parquet, meta_path)
     return Result(frame, meta, parquet)

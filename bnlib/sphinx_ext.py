@@ -165,6 +165,11 @@ CLAIMS_CSS = """
 .bnlib-claim-book, .bnlib-claim-paper, .bnlib-claim-full { color: var(--pst-color-text-muted, #555);
   margin-left: 0.4em; }
 .bnlib-claim-book::before, .bnlib-claim-paper::before, .bnlib-claim-full::before { content: "| "; }
+details.bnlib-evidence { margin: 0.4em 0 1em; border: 1px solid var(--pst-color-border, #ddd);
+  border-radius: 4px; padding: 0.3em 0.7em; }
+details.bnlib-evidence > summary { cursor: pointer; font-size: 0.9em; font-weight: 600;
+  color: var(--pst-color-text-muted, #444); }
+details.bnlib-evidence[open] > summary { margin-bottom: 0.4em; }
 table.bnlib-claims-table td, table.bnlib-claims-table th { vertical-align: top;
   font-size: 0.88em; }
 /* Nothing is cut off at the page's right edge: a display equation or a code line wider
@@ -172,6 +177,8 @@ table.bnlib-claims-table td, table.bnlib-claims-table th { vertical-align: top;
 mjx-container[display="true"] { display: block; max-width: 100%; overflow-x: auto;
   overflow-y: hidden; padding-bottom: 2px; }
 div.math, div.highlight pre, div.cell_output { max-width: 100%; overflow-x: auto; }
+/* Results tables (pandas) in small print, so that the wide ones fit the column. */
+div.cell_output table { font-size: 0.82em; }
 """
 
 
@@ -398,11 +405,26 @@ def _skip(self: Any, node: Any) -> None:
     raise nodes.SkipNode
 
 
+#: A link to a claim (from the appendix, or shared) opens the evidence block it is in.
+EVIDENCE_JS = """
+function bnlibOpenEvidence() {
+  var id = decodeURIComponent(location.hash.slice(1));
+  var target = id && document.getElementById(id);
+  var block = target && target.closest("details.bnlib-evidence");
+  if (block) { block.open = true; target.scrollIntoView(); }
+}
+window.addEventListener("hashchange", bnlibOpenEvidence);
+document.addEventListener("DOMContentLoaded", bnlibOpenEvidence);
+"""
+
+
 def _write_claims_css(app: Any) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bnlib-css-"))
     (folder / "bnlib-claims.css").write_text(CLAIMS_CSS)
+    (folder / "bnlib-evidence.js").write_text(EVIDENCE_JS)
     app.config.html_static_path.append(str(folder))
     app.add_css_file("bnlib-claims.css")
+    app.add_js_file("bnlib-evidence.js")
 
 
 def setup(app: Any) -> dict[str, Any]:

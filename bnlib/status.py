@@ -19,6 +19,7 @@ import inspect
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -26,6 +27,9 @@ from bnlib import experiments
 from bnlib.book import format_duration, full_result
 from bnlib.provenance import device_description
 from bnlib.results import load, results_dir
+
+if TYPE_CHECKING:
+    from bnlib.distributed import RayRunner
 
 __all__ = ["estimate_seconds", "format_status", "full_arguments", "run_all", "status", "work"]
 
@@ -161,11 +165,15 @@ def _pending(profile: str, force: bool) -> list[str]:
     return [n for n in names if _cached_meta(n, profile) is None]
 
 
-def run_all(profile: str, device: str, force: bool = False) -> list[str]:
+def run_all(
+    profile: str, device: str | None, force: bool = False, runner: RayRunner | None = None
+) -> list[str]:
     """Run every experiment whose ``profile`` result is missing or stale (all if ``force``).
 
     Prints the plan first (on a CPU, with the estimated total time), then each
     experiment's own progress bars and, between experiments, the estimated time left.
+    With a ``runner`` (:class:`bnlib.distributed.RayRunner`) every experiment's shards are
+    put on the Ray cluster at once, and each result is stored as its shards finish.
 
     Returns:
         The names run.
@@ -174,10 +182,11 @@ def run_all(profile: str, device: str, force: bool = False) -> list[str]:
     if not names:
         print(f"every {profile} result is present and current; nothing to run")
         return []
-    estimates = {n: (estimate_seconds(n, device) if profile == "full" else None) for n in names}
+    estimated = profile == "full" and runner is None  # estimates are for one process
+    estimates = {n: (estimate_seconds(n, device) if estimated else None) for n in names}
     known = [v for v in estimates.values() if v is not None]
     total = sum(known)
-    where = device_description(device)
+    where = runner.description() if runner is not None else device_description(device)
     print(
         f"{len(names)} experiment(s) to run at the {profile} profile on {where}: {', '.join(names)}"
     )
@@ -193,6 +202,9 @@ def run_all(profile: str, device: str, force: bool = False) -> list[str]:
             + (" (a CPU: expect hours for the larger ones)" if where.startswith("cpu") else "")
         )
     sys.stdout.flush()
+    if runner is not None:
+        for name in names:  # all at once: the cluster runs whole experiments side by side
+            runner.submit(name, experiments.get(name).profiles[profile], device)
     left = total
     for i, name in enumerate(names, 1):
         eta = estimates[name]
@@ -202,7 +214,9 @@ def run_all(profile: str, device: str, force: bool = False) -> list[str]:
         )
         sys.stdout.flush()
         start = time.perf_counter()
-        result = experiments.run(name, profile, device=device, force=force)
+        result = experiments.run(
+            name, profile, device=device, force=force, compute=runner.compute if runner else None
+        )
         took = time.perf_counter() - start
         left = max(0.0, left - (eta if eta is not None else 0.0))
         print(f"  done in {format_duration(took)} -> {result.path}")

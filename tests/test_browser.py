@@ -131,6 +131,10 @@ def test_page_loads_offline_without_errors(name, server, browser):
             assert page.locator("mjx-container").count() > 0, "math was not typeset"
         clipped = page.evaluate(CLIPPED)
         assert not clipped, f"content cut off at the column's right edge: {clipped}"
+        wide = page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert wide[0] <= wide[1], f"the page is wider than the window ({wide}): it shifts sideways"
         page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-page
         page.wait_for_timeout(100)
         _screenshots(page, name.replace("/", "_"))
@@ -174,3 +178,26 @@ def test_book_has_interactive_figures(server, browser):
         counts[name] = page.locator(".plotly-graph-div").count()
         page.close()
     assert sum(counts.values()) >= 2, counts
+
+
+def test_a_link_to_a_claim_opens_its_evidence_block(server, browser):
+    """Claims sit in collapsed "Evidence" blocks; following the appendix's link to one
+    opens its block and shows it."""
+    page, problems = _open(browser, f"{server}/pages/claims.html")
+    try:
+        href = page.locator("table.bnlib-claims-table td a[href*='#claim-']").first
+        target = href.get_attribute("href")
+        page.goto(f"{server}/pages/{target}", wait_until="load")
+        claim_id = target.split("#", 1)[1]
+        page.wait_for_function(
+            f"() => document.getElementById('{claim_id}').closest('details').open"
+        )
+        assert page.locator(f"#{claim_id}").is_visible()
+        closed = page.evaluate(
+            "() => Array.from(document.querySelectorAll('details.bnlib-evidence'))"
+            ".filter(d => !d.open).length"
+        )
+        assert closed > 0, "the other evidence blocks stay folded"
+        assert not problems["console"], problems["console"]
+    finally:
+        page.close()

@@ -179,3 +179,16 @@ def test_the_appendix_groups_claims_by_status_with_counts():
     ]
     holds = page.split("<h3")[1]
     assert holds.index("first") < holds.index("third") and "second" not in holds
+
+
+def test_a_cell_s_claims_render_as_one_folded_evidence_block():
+    shown = claims(
+        claim("x is positive", True, book=0.5),
+        claim("y is small", True, book=0.01),
+        claim("BN gains ten points", False, book=0.5, disagrees=True),
+    )
+    rendered = shown._repr_html_()
+    assert rendered.startswith('<details class="bnlib-evidence"><summary>')
+    summary = rendered.split("<summary>", 1)[1].split("</summary>", 1)[0]
+    assert summary == ("Evidence: 3 claims checked on the data; 2 hold, 1 disagrees with the paper")
+    assert [c["text"] for c in parse_rendered(rendered)] == [c.text for c in shown]

@@ -128,6 +128,7 @@ class Experiment:
     profiles: dict[str, dict]
     chapter: str
     reproduction: Reproduction = field(default_factory=Reproduction)
+    shard_on: tuple[str, ...] = ()
 
     @property
     def description(self) -> str:
@@ -146,6 +147,7 @@ def register(
     quick: dict,
     full: dict,
     reproduce: Reproduction | None = None,
+    shard_on: Sequence[str] = (),
 ):
     """Decorator: register ``function`` as experiment ``name``: everything about it in one
     place.
@@ -157,6 +159,11 @@ def register(
             function (see the module docstring).
         reproduce: how a code change is checked against its committed full result
             (:class:`Reproduction`); default: the whole full run, for cheap experiments.
+        shard_on: list arguments along which its rows are computed independently: run on
+            part of such a list, it returns exactly those rows of the whole run
+            (``tests/test_distributed.py`` checks it for every experiment that names one).
+            ``run --ray`` splits the run along the first of them that holds two values or
+            more (:mod:`bnlib.distributed`); none: the run is one task.
 
     The same function may be registered under several names (one per figure), each with
     its own profiles.
@@ -170,6 +177,7 @@ def register(
         parameters = inspect.signature(function).parameters
         checked = {**profiles, "reproduction subset": reproduction.subset}
         checked["reproduction prefix"] = reproduction.prefix or {}
+        checked["shard_on"] = dict.fromkeys(shard_on)
         for profile, config in checked.items():
             unknown = sorted(set(config) - set(parameters))
             if unknown:
@@ -177,7 +185,9 @@ def register(
                     f"experiment {name!r}, profile {profile!r}: {function.__name__}() takes no "
                     f"argument {', '.join(map(repr, unknown))}"
                 )
-        REGISTRY[name] = Experiment(name, function, profiles, chapter, reproduction)
+        REGISTRY[name] = Experiment(
+            name, function, profiles, chapter, reproduction, tuple(shard_on)
+        )
         return function
 
     return wrap
@@ -207,6 +217,7 @@ def run(
     profile: str | None = None,
     device: str | None = None,
     force: bool = False,
+    compute: Callable[[str, dict, str | None], tuple[pd.DataFrame, dict]] | None = None,
     **overrides,
 ) -> Result:
     """Run (or load from the cache) experiment ``name`` in a profile.
@@ -218,6 +229,10 @@ def run(
         device: where to compute; ``None`` picks the best. Recorded in the provenance,
             not part of the cache key.
         force: compute even if a cached result exists.
+        compute: computes the frame elsewhere instead of in this process:
+            ``compute(name, config, device)`` returns the frame and what to record of
+            where it ran (``bnlib.distributed.ray_compute``: shards on a Ray cluster,
+            the same rows as one process).
         overrides: arguments that replace the profile's (part of the cache key). A full
             profile with replaced arguments is stored in ``<results>/full-overrides``,
             never with the committed full results the book shows.
@@ -239,11 +254,20 @@ def run(
         )
     takes_device = "device" in inspect.signature(experiment.function).parameters
     extra = {"device": device} if takes_device else {}
+    where: dict = {}
+
+    def computed() -> pd.DataFrame:
+        if compute is None:
+            return experiment.function(**config, **extra)
+        frame, where["cluster"] = compute(name, config, device if takes_device else None)
+        return frame
+
     result = load_or_compute(
         name,
         chosen,
         config,
-        lambda: experiment.function(**config, **extra),
+        computed,
+        annotate=lambda: dict(where),
         device=device if takes_device else "cpu",
         force=force,
         code=code_hash(name),

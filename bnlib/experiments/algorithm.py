@@ -266,6 +266,7 @@ def _bn_layers(model: nn.Module) -> list[BatchNorm]:
 @register(
     "running_statistics",
     chapter="The BN algorithm",
+    shard_on=("momenta",),
     smoke={"steps": 20, "momenta": [0.1, 0.01, None], "points": 4, "population_examples": 500},
     quick={"steps": 1000, "momenta": [0.1, 0.01, None]},
     full={"steps": 50_000, "momenta": [0.1, 0.01, 0.001, None], "points": 30},
@@ -352,6 +353,7 @@ def running_statistics(
 @register(
     "distribution_shift",
     chapter="The BN algorithm",
+    shard_on=("contrasts",),
     smoke={"steps": 20},
     quick={"steps": 2000},
     full={"steps": 50_000},

@@ -51,6 +51,7 @@ def _train_paper_mlps(
 @register(
     "sigmoid_saturation",
     chapter="Internal covariate shift",
+    shard_on=("shifts",),
     smoke={"shifts": [0.0, 2.0, 4.0, 6.0], "points": 41},
     quick={"shifts": [0.0, 2.0, 4.0, 6.0]},
     full={"shifts": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0]},
@@ -92,6 +93,7 @@ def sigmoid_saturation(
 @register(
     "ioffe_figure1",
     chapter="Internal covariate shift",
+    shard_on=("norms",),
     smoke={"steps": 30, "seeds": [0, 1], "points": 5, "probe_examples": 200},
     quick={"steps": 3000, "seeds": [0, 1, 2], "points": 20},
     full={"steps": 50_000, "seeds": [0, 1, 2, 3, 4], "points": 40},

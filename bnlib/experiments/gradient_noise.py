@@ -54,6 +54,7 @@ _LARGE_LR = {"lr": 0.1, "norms": ["torch"]}
 @register(
     "gradient_noise",
     chapter="Large learning rates",
+    shard_on=("seeds", "norms"),
     smoke=_NOISE_SMOKE,
     quick=_NOISE_QUICK,
     full=_NOISE_FULL,
@@ -64,6 +65,7 @@ _LARGE_LR = {"lr": 0.1, "norms": ["torch"]}
 @register(
     "gradient_noise_small_lr",
     chapter="Large learning rates",
+    shard_on=("seeds", "norms"),
     smoke={**_NOISE_SMOKE, **_SMALL_LR},
     quick={**_NOISE_QUICK, **_SMALL_LR},
     full={**_NOISE_FULL, **_SMALL_LR},
@@ -74,6 +76,7 @@ _LARGE_LR = {"lr": 0.1, "norms": ["torch"]}
 @register(
     "gradient_noise_large_lr",
     chapter="Large learning rates",
+    shard_on=("seeds",),
     smoke={**_NOISE_SMOKE, **_LARGE_LR},
     quick={**_NOISE_QUICK, **_LARGE_LR},
     full={**_NOISE_FULL, **_LARGE_LR},
@@ -244,6 +247,7 @@ _QUICK_GRID = {
 @register(
     "lr_batch_sweep",
     chapter="Large learning rates",
+    shard_on=("batch_sizes", "norms"),
     smoke={**_QUICK_GRID, "batch_sizes": [256, 1024], "lr_count": 2, "epochs": 0.02},
     quick=_QUICK_GRID,
     full={

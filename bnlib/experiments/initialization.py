@@ -113,6 +113,7 @@ def _logit_statistics(logits: torch.Tensor) -> dict[str, float]:
 @register(
     "output_collapse",
     chapter="Random initialization",
+    shard_on=("seeds", "norms", "inits"),
     smoke={"mlp_depths": [2, 5], "residual_depths": [4], "resnet_depths": [8], "images": 64},
     quick={},
     full={"seeds": [0, 1, 2, 3, 4], "images": 2000},
@@ -196,6 +197,7 @@ def output_collapse(
 @register(
     "gaussian_products",
     chapter="Random initialization",
+    shard_on=("depths",),
     smoke={"n": 50, "depths": [1, 3], "draws": 1},
     quick={},
     full={"n": 1000, "draws": 10},
@@ -244,6 +246,7 @@ def _jacobian_rows(jacobians: torch.Tensor, where: dict) -> list[dict]:
 @register(
     "network_spectra",
     chapter="Random initialization",
+    shard_on=("seeds", "depths", "activations", "norms"),
     smoke={"depths": [1, 3], "width": 32, "examples": 4, "batch_size": 64},
     quick={"depths": [1, 3, 5, 10, 50]},
     full={
@@ -314,6 +317,7 @@ _SIGMOID_GAIN = {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}
 @register(
     "jacobians_over_training",
     chapter="Random initialization",
+    shard_on=("seeds", "activations", "norms", "checkpoints"),
     smoke=_JACOBIANS_SMOKE,
     quick={},
     full=_JACOBIANS_FULL,
@@ -324,6 +328,7 @@ _SIGMOID_GAIN = {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}
 @register(
     "jacobians_relu_small_lr",
     chapter="Random initialization",
+    shard_on=("seeds", "norms", "checkpoints"),
     smoke={**_JACOBIANS_SMOKE, **_RELU_SMALL_LR},
     quick=_RELU_SMALL_LR,
     full={**_JACOBIANS_FULL, **_RELU_SMALL_LR},
@@ -332,6 +337,7 @@ _SIGMOID_GAIN = {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}
 @register(
     "jacobians_sigmoid_gain",
     chapter="Random initialization",
+    shard_on=("seeds", "checkpoints"),
     smoke={**_JACOBIANS_SMOKE, **_SIGMOID_GAIN},
     quick=_SIGMOID_GAIN,
     full={**_JACOBIANS_FULL, **_SIGMOID_GAIN},
@@ -412,6 +418,7 @@ def jacobians_over_training(
 @register(
     "gradient_explosion",
     chapter="Random initialization",
+    shard_on=("seeds", "depths", "norms", "architectures"),
     smoke={"depths": [4, 8], "width": 32, "batch_size": 32},
     quick={},
     full={"width": 500, "seeds": [0, 1, 2, 3, 4]},
@@ -491,6 +498,7 @@ def gradient_explosion(
 @register(
     "depth_trainability",
     chapter="Random initialization",
+    shard_on=("seeds", "depths", "norms"),
     smoke={"depths": [2, 4], "lr_count": 1, "steps": 5, "width": 16},
     quick={},
     full={"depths": [5, 10, 25, 50, 100], "steps": 2000, "seeds": [0, 1]},
@@ -544,6 +552,7 @@ def depth_trainability(
 @register(
     "init_schemes",
     chapter="Random initialization",
+    shard_on=("seeds", "schemes", "norms"),
     smoke={"depth": 6, "width": 32, "batch_size": 32},
     quick={},
     full={"depth": 100, "width": 500, "seeds": [0, 1, 2, 3, 4]},
@@ -600,6 +609,7 @@ def init_schemes(
 @register(
     "residual_variance",
     chapter="Random initialization",
+    shard_on=("seeds", "norms"),
     smoke={"blocks": 4, "width": 32, "batch_size": 32},
     quick={},
     full={"blocks": 100, "width": 500, "seeds": [0, 1, 2, 3, 4]},
@@ -672,6 +682,7 @@ _RESIDUAL_SWEEP_FULL = {
 @register(
     "skipinit_sweep",
     chapter="Random initialization",
+    shard_on=("seeds", "variants"),
     smoke=_RESIDUAL_SWEEP_SMOKE,
     quick={},
     full=_RESIDUAL_SWEEP_FULL,

@@ -182,6 +182,7 @@ def _rms_weight_norm(model: nn.Module) -> float:
 @register(
     "linear_landscape",
     chapter=CHAPTER,
+    shard_on=("norms",),
     smoke={
         "network": "linear",
         "lr": 1e-6,
@@ -391,6 +392,7 @@ def _bn_response(
 @register(
     "scale_invariance",
     chapter=CHAPTER,
+    shard_on=("seeds", "scales", "eps_values"),
     smoke={},
     quick={},
     full={"batch_size": 256, "seeds": [0, 1, 2, 3, 4]},

@@ -71,6 +71,7 @@ def _blocks(model: ResNet) -> dict[int, torch.nn.Module]:
 @register(
     "relative_loss",
     chapter="Large learning rates",
+    shard_on=("seeds", "depths", "norms", "batches", "inits"),
     smoke={
         "depths": [8, 14],
         "inits": ["he", "he-fan-in"],
@@ -158,6 +159,7 @@ def relative_loss(
 @register(
     "activation_growth",
     chapter="Large learning rates",
+    shard_on=("seeds", "norms", "inits"),
     smoke={"depth": 14, "batch_size": 16},
     quick={"depth": 110},
     full={"depth": 110, "seeds": [0, 1, 2, 3, 4], "batch_size": 512},
@@ -224,6 +226,7 @@ _LARGE_BN_STEP = {"norms": ["torch"], "step_size": 1.0}
 @register(
     "activations_along_step",
     chapter="Large learning rates",
+    shard_on=("norms",),
     smoke=_ALONG_SMOKE,
     quick=_ALONG_QUICK,
     full=_ALONG_FULL,
@@ -315,6 +318,7 @@ def activations_along_step(
 @register(
     "gradients_at_init",
     chapter="Large learning rates",
+    shard_on=("seeds", "norms"),
     smoke={"depths": [14], "images": 16},
     quick={"depths": [20, 56, 110], "seeds": [0, 1, 2]},
     full={"depths": [20, 56, 110], "seeds": [0, 1, 2, 3, 4]},
@@ -377,6 +381,7 @@ def gradients_at_init(
 @register(
     "init_ablation",
     chapter="Large learning rates",
+    shard_on=("seeds", "fans", "classifiers", "conv_biases"),
     smoke={"depth": 8, "batch_size": 16, "step_count": 4, "shortcuts": ["A"]},
     quick={},
     full={"seeds": [0, 1, 2]},
@@ -456,6 +461,7 @@ def init_ablation(
 @register(
     "gradient_alignment",
     chapter="Large learning rates",
+    shard_on=("seeds", "norms"),
     smoke={"depths": [8], "images": 4},
     quick={"depths": [20, 56, 110]},
     full={"depths": [20, 56, 110], "seeds": [0, 1, 2]},

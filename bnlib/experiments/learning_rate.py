@@ -56,6 +56,7 @@ _QUICK_SWEEP = {
 @register(
     "lr_sweep",
     chapter="Large learning rates",
+    shard_on=("norms",),
     smoke={**_QUICK_SWEEP, "lr_count": 3, "seeds": [0], "steps": 10, "curve_points": 2},
     quick=_QUICK_SWEEP,
     full={

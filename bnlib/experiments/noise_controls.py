@@ -89,6 +89,7 @@ def _noise_profile(profile: str, **extra) -> dict:
 @register(
     "frozen_statistics_noise",
     chapter="Large learning rates",
+    shard_on=("seeds",),
     smoke=_noise_profile("smoke", population=256),
     quick=_noise_profile("quick"),
     full=_noise_profile("full"),
@@ -175,6 +176,7 @@ def _same_steps(profile: str, steps: int) -> dict:
 @register(
     "fixed_steps_batch_sweep",
     chapter="Large learning rates",
+    shard_on=("batch_sizes", "norms"),
     smoke=_same_steps("smoke", 5),
     # one epoch at the middle batch size (256); in the full profile, five
     quick=_same_steps("quick", 234),

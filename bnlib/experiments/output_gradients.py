@@ -32,6 +32,7 @@ __all__ = ["mlp_output_gradients"]
 @register(
     "mlp_output_gradients",
     chapter="Random initialization",
+    shard_on=("seeds", "norms"),
     smoke={"depths": [5], "images": 16},
     quick={},
     full={"seeds": [0, 1, 2, 3, 4]},

@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from bnlib.figures.style import legend_below
+from bnlib.figures.style import color, legend_below
 
 __all__ = [
     "batch_statistics_noise",
@@ -86,7 +86,7 @@ def running_statistics(df: pd.DataFrame) -> Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.6))
     d = df[df["step"] > 0]
     momenta = list(dict.fromkeys(d["momentum"]))
-    colors = dict(zip(momenta, sns.color_palette("colorblind", len(momenta))))
+    colors = {m: color(m, i) for i, m in enumerate(momenta)}  # blue, orange, green, pink
     panels = (
         (left, {"mean error": "-", "var error": "--"}),
         (right, {"accuracy: running statistics": "-", "accuracy: batch statistics": "--"}),

@@ -18,6 +18,8 @@ import os
 import numpy as np
 import pandas as pd
 
+from bnlib.figures.style import PALETTE, SEQUENCE, color
+
 __all__ = [
     "accuracy_sweep",
     "batch_noise_slider",
@@ -31,8 +33,6 @@ __all__ = [
     "small_batch_sweep",
     "spectrum_slider",
 ]
-
-_COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]
 
 
 def in_book_build() -> bool:
@@ -93,7 +93,7 @@ def running_statistics(df: pd.DataFrame):
         ),
     )
     for i, (momentum, part) in enumerate(d.groupby("momentum", sort=False)):
-        color = _COLORS[i % len(_COLORS)]
+        color = SEQUENCE[i % len(SEQUENCE)]
         for metric, dash in (("mean error", "solid"), ("var error", "dash")):
             m = part[part["metric"] == metric]
             fig.add_trace(
@@ -145,7 +145,7 @@ def distribution_shift(df: pd.DataFrame):
                 y=part["accuracy"],
                 mode="lines+markers",
                 name=network,
-                line={"color": _COLORS[i % len(_COLORS)]},
+                line={"color": SEQUENCE[i % len(SEQUENCE)]},
                 hovertemplate="contrast %{x}<br>accuracy %{y:.4f}<extra>" + network + "</extra>",
             )
         )
@@ -220,7 +220,7 @@ def batch_noise_slider(df: pd.DataFrame, bins: int = 60):
                 y=counts / counts.sum(),
                 visible=i == 0,
                 name=f"batch size {size}",
-                marker={"color": _COLORS[0]},
+                marker={"color": SEQUENCE[0]},
                 hovertemplate="deviation %{x:.3f}<br>fraction %{y:.3f}<extra></extra>",
             )
         )
@@ -266,7 +266,8 @@ def percentiles_slider(df: pd.DataFrame):
     fig = go.Figure()
     for i, channel in enumerate(channels):
         for j, norm in enumerate(norms):
-            for metric, dash in (("p85", "dash"), ("p50", "solid"), ("p15", "dash")):
+            # the static figure's line styles: p85 dashed, p50 solid, p15 dotted
+            for metric, dash in (("p85", "dash"), ("p50", "solid"), ("p15", "dot")):
                 line = d[(d["channel"] == channel) & (d["norm"] == norm) & (d["metric"] == metric)]
                 fig.add_trace(
                     go.Scatter(
@@ -276,7 +277,7 @@ def percentiles_slider(df: pd.DataFrame):
                         visible=i == 0,
                         name=f"{norm}: {metric}",
                         legendgroup=norm,
-                        line={"color": _COLORS[j % len(_COLORS)], "dash": dash},
+                        line={"color": color(norm, j), "dash": dash},
                         hovertemplate="step %{x}<br>"
                         + metric
                         + " %{y:.3f}<extra>"
@@ -316,7 +317,6 @@ def relative_loss_menu(df: pd.DataFrame, seed: int = 0):
     import plotly.graph_objects as go
 
     from bnlib.figures.large_steps import BATCH_STYLES, CEILING, INIT_LABELS, NORM_LABELS
-    from bnlib.figures.style import PALETTE
     from bnlib.step import DIVERGENCE_RATIO
 
     d = df[df["seed"] == seed]
@@ -377,7 +377,6 @@ def accuracy_sweep(df: pd.DataFrame):
     import plotly.graph_objects as go
 
     from bnlib.figures.large_steps import NORM_LABELS
-    from bnlib.figures.style import PALETTE
 
     final = df[df["step"] == df["step"].max()]
     seeds = sorted(final["seed"].unique())
@@ -461,7 +460,6 @@ def spectrum_slider(networks: pd.DataFrame, products: pd.DataFrame | None = None
     from plotly.subplots import make_subplots
 
     from bnlib.figures.large_steps import NORM_LABELS
-    from bnlib.figures.style import PALETTE
 
     largest = float(networks["value"].max())
     if products is not None:
@@ -534,7 +532,6 @@ def landscape_slider(df: pd.DataFrame):
     from plotly.subplots import make_subplots
 
     from bnlib.figures.landscape import NORM_LABELS
-    from bnlib.figures.style import PALETTE
 
     steps = sorted(df["step"].unique())
     norms = list(dict.fromkeys(df["norm"]))
@@ -559,7 +556,7 @@ def landscape_slider(df: pd.DataFrame):
                         legendgroup=label,
                         showlegend=col == 1,
                         visible=n == 0,
-                        line={"color": PALETTE.get(label, _COLORS[0]), "width": 2},
+                        line={"color": color(label), "width": 2},
                         hovertemplate=f"{label}<br>step size %{{x:.3g}} x lr<br>"
                         "%{y:.3g}<extra></extra>",
                     ),
@@ -586,7 +583,6 @@ def small_batch_sweep(df: pd.DataFrame):
     import plotly.graph_objects as go
 
     from bnlib.figures.factors import NORM_LABELS, best_learning_rates
-    from bnlib.figures.style import PALETTE
 
     best = best_learning_rates(df, ["batch_size"])
     mean = df.groupby(["norm", "batch_size", "base_lr", "lr"])["test_accuracy"].mean().reset_index()

@@ -74,7 +74,8 @@ def landscape_over_training(df: pd.DataFrame, title: str | None = None) -> Figur
         title: the figure's title; default none.
     """
     s = landscape_summary(df)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    # stacked: three panels side by side would be too small to read in the text column
+    fig, axes = plt.subplots(3, 1, figsize=(7.5, 9.5), sharex=True)
     panels = [
         ("loss_min", "loss_max", "loss along the gradient"),
         ("change_min", "change_max", "change of the gradient"),
@@ -95,8 +96,8 @@ def landscape_over_training(df: pd.DataFrame, title: str | None = None) -> Figur
         handles.append(Line2D([], [], color=color, lw=6, alpha=0.5, label=label))
     for ax, (_, _, name) in zip(axes, panels):
         ax.set_yscale("log")
-        ax.set_xlabel("training step")
         ax.set_title(name)
+    axes[-1].set_xlabel("training step")
     legend_below(fig, handles, [h.get_label() for h in handles])
     if title:
         fig.suptitle(title)
@@ -197,7 +198,15 @@ def effective_lr(df: pd.DataFrame, lrs: list[float] | None = None) -> Figure:
     )
     cmap = plt.get_cmap("viridis")
     colors = {lr: cmap(i / max(len(lrs) - 1, 1)) for i, lr in enumerate(lrs)}
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    # two panels over training above the end-of-run panel: three side by side would be
+    # too small to read in the text column
+    fig = plt.figure(figsize=(9, 9), layout="constrained")
+    cells = fig.add_gridspec(2, 2)
+    axes = [
+        fig.add_subplot(cells[0, 0]),
+        fig.add_subplot(cells[0, 1]),
+        fig.add_subplot(cells[1, :]),
+    ]
     for j, wd in enumerate(decays):
         for lr in lrs:
             part = per_step[(per_step["lr"] == lr) & (per_step["weight_decay"] == wd)]
@@ -230,7 +239,7 @@ def effective_lr(df: pd.DataFrame, lrs: list[float] | None = None) -> Figure:
         for j, wd in enumerate(decays)
     ]
     handles.append(Line2D([], [], color="0.6", lw=1.5, label="effective = nominal"))
-    legend_below(fig, handles, [h.get_label() for h in handles], ncol=4)
+    legend_below(fig, handles, [h.get_label() for h in handles], ncol=3)
     return fig
 
 

@@ -28,6 +28,17 @@ PALETTE = {
 }
 
 
+#: Colours, in order, for series the palette does not name (sweep values, units); the
+#: colorblind-safe sequence of seaborn's "colorblind" palette, which the static figures use.
+SEQUENCE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
+
+
+def color(label: object, index: int = 0) -> str:
+    """The book's colour for a series: the palette's for a label it names (``"BN"``,
+    ``"no BN"``, ...), else the ``index``-th of :data:`SEQUENCE`."""
+    return PALETTE.get(str(label), SEQUENCE[index % len(SEQUENCE)])
+
+
 #: Line styles of the 15th, 50th and 85th percentiles, distinguishable in print.
 PERCENTILE_STYLES = {"p85": "--", "p50": "-", "p15": ":"}
 

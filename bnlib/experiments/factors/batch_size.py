@@ -48,6 +48,7 @@ _SMALL_QUICK = {
 @register(
     "small_batches",
     chapter=CHAPTER,
+    shard_on=("batch_sizes", "norms"),
     smoke={
         **_SMALL_QUICK,
         "batch_sizes": [2, 32],
@@ -218,6 +219,7 @@ def batch_renorm(
 @register(
     "ghost_batch_norm",
     chapter=CHAPTER,
+    shard_on=("ghost_sizes",),
     smoke={
         "steps": 3,
         "batch_size": 32,

@@ -263,6 +263,7 @@ def _digits(split: Split, digits: Sequence[int]) -> Split:
 @register(
     "class_mismatch",
     chapter=CHAPTER,
+    shard_on=("seeds", "minority_per_majority"),
     smoke={"steps": 6, "seeds": [0]},
     quick={"steps": 600, "seeds": [0, 1, 2]},
     full={"steps": 3000, "seeds": [0, 1, 2, 3, 4]},

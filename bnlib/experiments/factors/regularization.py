@@ -65,6 +65,7 @@ def _evaluations(model: nn.Module, test: Split, train: Split, batch_size: int) -
 @register(
     "inference_pitfalls",
     chapter=CHAPTER,
+    shard_on=("seeds", "checkpoints"),
     smoke={"checkpoints": [1, 3], "test_examples": 64, "statistics_examples": 256},
     quick={"checkpoints": [10, 30, 100, 300, 1000]},
     full={"checkpoints": [10, 30, 100, 300, 1000, 3000], "seeds": [0, 1, 2]},
@@ -132,6 +133,7 @@ def inference_pitfalls(
 @register(
     "dropout",
     chapter=CHAPTER,
+    shard_on=("rates",),
     smoke={"steps": 6, "measure_points": 2},
     quick={"steps": 1500, "seeds": [0]},
     full={"steps": 6000, "seeds": [0, 1]},
@@ -226,6 +228,7 @@ def _freeze_except(run: StackedRun, mode: str) -> int:
 @register(
     "bn_only",
     chapter=CHAPTER,
+    shard_on=("modes",),
     smoke={
         "steps": 4,
         "measure_points": 1,
