@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from bnlib import experiments
-from bnlib.book import format_duration, full_result
+from bnlib.book import FullResult, format_duration, full_result
 from bnlib.provenance import device_description
 from bnlib.results import load, results_dir
 
@@ -90,39 +90,56 @@ def status(device: str | None = None) -> pd.DataFrame:
 
     Returns:
         Columns ``experiment, chapter, quick`` ("cached" or "-"), ``full`` ("current",
-        "stale: older code", or "-" for none committed) and ``full run here`` (the
-        estimated wall time on ``device``, or "unknown").
+        "stale: older code", or "-" for none committed), ``full took`` (the committed full
+        result's measured wall time on the machine that computed it, "-" for none),
+        ``ray shards`` (the tasks ``run --ray`` splits its full profile into,
+        :mod:`bnlib.distributed`) and ``full run here`` (the estimated wall time on
+        ``device``, or "unknown").
     """
+    from bnlib.distributed import shards
+
     experiments._load_all()
     rows = []
     for name in sorted(experiments.REGISTRY):
+        stored, state = _committed(name)
         rows.append(
             {
                 "experiment": name,
                 "chapter": experiments.REGISTRY[name].chapter,
                 "quick": "cached" if _cached_meta(name, "quick") else "-",
-                "full": _full_state(name),
+                "full": state,
+                "full took": format_duration(stored.meta["wall_time_s"]) if stored else "-",
+                "ray shards": len(shards(name, experiments.get(name).profiles["full"])),
                 "full run here": format_duration(estimate_seconds(name, device)),
             }
         )
     return pd.DataFrame(rows)
 
 
-def _full_state(name: str) -> str:
-    """The ``full`` column of :func:`status` for experiment ``name``."""
+def full_cost() -> tuple[float, int]:
+    """Seconds the committed full results took in all (each on the machine that computed
+    it, as its JSON records), and how many results that sums."""
+    experiments._load_all()
+    found = [stored for stored, _ in map(_committed, sorted(experiments.REGISTRY)) if stored]
+    return sum(float(s.meta["wall_time_s"]) for s in found), len(found)
+
+
+def _committed(name: str) -> tuple[FullResult | None, str]:
+    """The committed full result of ``name`` (None if none or unusable) and the ``full``
+    column of :func:`status` for it."""
     try:
         stored = full_result(name)
     except ValueError as error:  # unreadable or edited: say so, and go on with the others
-        return f"unusable: {error}"
+        return None, f"unusable: {error}"
     if stored is None:
-        return "-"
+        return None, "-"
     if not stored.current:
-        return "stale: older code"
+        return stored, "stale: older code"
     if stored.clean_commit is None:
-        return "current, no clean commit"
+        return stored, "current, no clean commit"
     if stored.validation is not None:
-        return f"reproduced at {stored.clean_commit[:7]}"
-    return "current"
+        return stored, f"reproduced at {stored.clean_commit[:7]}"
+    return stored, "current"
 
 
 def format_status(table: pd.DataFrame) -> str:
@@ -149,9 +166,21 @@ def format_status(table: pd.DataFrame) -> str:
         "reproduced by the current code at that commit; stale = computed by older code and "
         "not reproduced: `python -m bnlib status --revalidate` checks it, and the book is not "
         "built until it is current; no clean commit = computed from a tree with "
-        "uncommitted changes, which --revalidate also fixes); full run here: estimated from "
-        "the quick run's wall time on this device (unknown: no quick result from this device "
-        "yet)." + notes
+        "uncommitted changes, which --revalidate also fixes); full took: the committed "
+        "result's wall time where it was computed; ray shards: the tasks `run NAME --profile "
+        "full --ray` splits it into; full run here: estimated from the quick run's wall time "
+        "on this device (unknown: no quick result from this device yet)." + _cost_line() + notes
+    )
+
+
+def _cost_line() -> str:
+    seconds, count = full_cost()
+    if not count:
+        return ""
+    return (
+        f"\n\nThe {count} committed full results took {format_duration(seconds)} in all, "
+        "each on the machine its JSON names (one process each; `run --all --profile full "
+        "--ray ADDRESS` spreads the shards over a cluster)."
     )
 
 
@@ -161,7 +190,7 @@ def _pending(profile: str, force: bool) -> list[str]:
     if force:
         return names
     if profile == "full":
-        return [n for n in names if not _full_state(n).startswith(("current", "reproduced"))]
+        return [n for n in names if not _committed(n)[1].startswith(("current", "reproduced"))]
     return [n for n in names if _cached_meta(n, profile) is None]
 
 

@@ -44,6 +44,23 @@ def test_status_lists_every_experiment_and_estimates_from_the_quick_run(results,
     assert "sigmoid_saturation" in capsys.readouterr().out
 
 
+def test_status_gives_what_each_full_result_took_and_its_shards_on_ray(results):
+    row = status.status("cpu").set_index("experiment")
+    assert row.loc["sigmoid_saturation", "full took"] == "-"
+    assert status.full_cost() == (0.0, 0)
+    assert row.loc["running_statistics", "ray shards"] == len(
+        experiments.get("running_statistics").profiles["full"]["momenta"]
+    )
+    assert row.loc["ics_over_training", "ray shards"] == 1  # nothing declared independent
+    stored = experiments.run("sigmoid_saturation", "full")
+    seconds, count = status.full_cost()
+    assert count == 1 and seconds == stored.meta["wall_time_s"]
+    assert (
+        status.status("cpu").set_index("experiment").loc["sigmoid_saturation", "full took"] != "-"
+    )
+    assert "The 1 committed full results took" in status.format_status(status.status("cpu"))
+
+
 def test_drift_check_passes_on_the_same_code_and_names_a_changed_result(results, monkeypatch):
     full = experiments.get("bias_blowup").profiles["full"]
     monkeypatch.setitem(full, "steps", 120)  # a short stand-in for the full run
