@@ -151,6 +151,13 @@ def _run(args: argparse.Namespace) -> int:
     from bnlib.device import pick_device
     from bnlib.status import run_all
 
+    if args.ray not in (None, "local") and not args.experiment and not args.all:
+        experiments._load_all()
+        if args.ray in experiments.REGISTRY:  # `run --ray NAME`: argparse took NAME as address
+            raise ValueError(
+                f"--ray took {args.ray!r} as the cluster's address: write `run {args.ray} "
+                "--ray` (a local Ray) or `run NAME --ray=HOST:PORT`"
+            )
     if args.all == bool(args.experiment):
         raise ValueError("give one experiment's name, or --all (not both)")
     profile = experiments.profile_name(args.profile)
@@ -187,6 +194,9 @@ def _run(args: argparse.Namespace) -> int:
             "outside what it supports; `python -m bnlib list` and its docstring say what each "
             "argument takes"
         ) from error
+    finally:
+        if runner is not None:
+            runner.close()
     print(result.provenance_line)
     print(f"{len(result.frame)} rows -> {result.path}")
     return 0

@@ -5,16 +5,21 @@ first list argument its registration names in ``shard_on`` (seeds, normalization
 sizes...), one value per shard. Running the experiment on part of such a list computes
 exactly those rows of the whole run (``tests/test_distributed.py`` checks it for every
 experiment that names one); experiments that name none run as one task. Each shard is one
-Ray task, asking for one
-GPU where the cluster has GPUs and one CPU otherwise; a task whose worker dies is retried
-(:data:`RETRIES` times); a shard that keeps failing fails the run with a message naming
-it. The shards' frames are merged, in the order of the sweep's values, into the same tidy
-frame that one process computes, and stored by :func:`bnlib.experiments.run` with the same
-provenance (plus the cluster's resources, under ``"ray"``). Nothing is stored unless every
-shard finished.
+Ray task: on a GPU (one of its own) where the cluster has GPUs and the experiment takes a
+device, else on as many CPUs as the threads torch uses in the process that started the
+run (on a CPU torch's sums depend on the thread count, and so would the rows). A task
+whose worker dies is retried (:data:`RETRIES` times); a shard that raises is not (it
+would fail the same way); either fails the run with a message naming the shard, and
+nothing is stored. The shards' frames are merged, in the order of the split argument's
+values, and stored by :func:`bnlib.experiments.run` as a run in one process is, with the
+cluster recorded (``"cluster"``) and the workers' device and versions in the provenance.
+Workers must run the same bnlib as the process that starts the run (checked: a shard
+from other code fails the run) and see the data at the same path (bnlib's environment
+variables are passed to them).
 
-``run --all --ray`` gives each experiment its own shards in turn. Without an address a
-local Ray is started for the run (``ray.init``), with one; an existing cluster is joined.
+``run --all --ray`` puts every experiment's shards on the cluster at once and stores each
+experiment's result once its shards are in. Without an address a new local Ray is started
+for the run; with one, an existing cluster is joined.
 
 Ray is optional: ``pip install "bnlib[ray]"`` (or ``pip install ray``) brings it; without
 it ``--ray`` says so. Nothing else in bnlib imports Ray.
@@ -25,7 +30,9 @@ not part of any result's cache key (:data:`bnlib.provenance.NOT_COMPUTATION`).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -152,45 +159,81 @@ def _reachable(address: str) -> None:
         ) from error
 
 
+def _worker_environment() -> dict[str, str]:
+    """bnlib's environment variables, for workers on other machines (a local Ray's workers
+    inherit them anyway): the data and results folders made absolute."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("BNLIB_")}
+    for key in ("BNLIB_DATA", "BNLIB_RESULTS"):
+        if key in env:
+            env[key] = os.path.abspath(os.path.expanduser(env[key]))
+    return env
+
+
 def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
     """Join the Ray cluster at ``address``, or start a local one (``address=None``).
 
     Args:
-        address: ``HOST:PORT`` of a running cluster's head, ``"auto"`` for the one this
-            machine belongs to, or None for a local Ray started for this run.
+        address: ``HOST:PORT`` of a running cluster's head (from a machine of the
+            cluster), ``ray://HOST:10001`` (Ray Client, from outside it), ``"auto"`` for
+            the cluster this machine belongs to, or None for a new local Ray.
         num_cpus: CPUs a local Ray may use (default: all).
 
     Returns:
         The cluster's resources (``{"CPU": 2.0, "GPU": 0.0, ...}``, Ray's names).
 
     Raises:
-        RayUnavailableError: Ray is not installed, or nothing answers at ``address``.
+        RayUnavailableError: Ray is not installed, nothing answers at ``address``, or what
+            answers is not a Ray cluster this Ray can join.
     """
     ray = _import_ray()
     if address:
         _reachable(address)
     if ray.is_initialized():  # joined already (tests; a notebook that called ray.init)
         return dict(ray.cluster_resources())
-    if address:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=num_cpus, logging_level="ERROR", log_to_driver=False, include_dashboard=False
-        )
+    options = {
+        "logging_level": "ERROR",
+        "log_to_driver": False,
+        "runtime_env": {"env_vars": _worker_environment()},
+    }
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:  # "local": never a cluster that RAY_ADDRESS or an earlier `ray start` names
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
+    except Exception as error:
+        raise RayUnavailableError(
+            f"could not {'join the Ray cluster at ' + address if address else 'start a local Ray'}"
+            f" ({type(error).__name__}: {_last_line(error)}); from a machine of the cluster "
+            "give its head's GCS port (HOST:6379), from outside it Ray Client's "
+            "(ray://HOST:10001); this Ray and Python must be the cluster's versions"
+        ) from error
     return dict(ray.cluster_resources())
 
 
-def _compute_shard(name: str, config: dict, device: str | None, threads: int) -> pd.DataFrame:
+def _compute_shard(
+    name: str, config: dict, device: str | None, threads: int
+) -> tuple[pd.DataFrame, dict]:
+    """One shard, in a Ray worker: its frame, and what the worker was."""
     import torch
 
     from bnlib import experiments
+    from bnlib.provenance import device_description, source_hash
 
     # Ray gives a one-CPU task one thread; on a CPU torch's sums depend on the thread
-    # count, so a shard uses the driver's, and computes the rows one process would
+    # count, so a shard uses the driver's (and asks Ray for that many CPUs)
     torch.set_num_threads(threads)
     function = experiments.get(name).function
     extra = {"device": device} if "device" in inspect.signature(function).parameters else {}
-    return function(**config, **extra)
+    start = time.perf_counter()
+    frame = function(**config, **extra)
+    return frame, {
+        "device": device_description(device),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda or "",
+        "bnlib_source": source_hash(),
+        "host": socket.gethostname(),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _key(name: str, config: dict) -> str:
@@ -206,13 +249,14 @@ class RayRunner:
     :meth:`submit` queues a run's shards without waiting, so that ``run --all`` can put
     every experiment's shards on the cluster at once; :meth:`compute` then collects a
     submitted run (or submits and collects one that was not). One progress bar counts the
-    shards of everything submitted, with the time left.
+    shards of everything submitted, with the time left; :meth:`close` cancels what is
+    still queued and closes it.
 
     Args:
         address: the cluster (see :func:`connect`); None starts a local Ray.
         num_cpus: CPUs of a local Ray (default: all).
         on_progress: called with (shards done, shards submitted, seconds elapsed) after
-            each shard; by default a progress bar (:func:`bnlib.progress.progress_bar`).
+            each shard, instead of the progress bar.
     """
 
     def __init__(
@@ -222,14 +266,18 @@ class RayRunner:
         num_cpus: int | None = None,
         on_progress: Callable[[int, int, float], None] | None = None,
     ):
+        import torch
+
+        from bnlib.provenance import source_hash
+
         self.address = address
         self.resources = connect(address, num_cpus)
         self._ray = _import_ray()
         self.gpus = self.resources.get("GPU", 0) > 0
-        self._task = self._ray.remote(
-            num_cpus=1, num_gpus=1 if self.gpus else 0, max_retries=RETRIES
-        )(_compute_shard)
-        self._submitted: dict[str, tuple[list[Shard], list, str]] = {}
+        self.threads = torch.get_num_threads()
+        self._source = source_hash()
+        self._task = self._ray.remote(max_retries=RETRIES)(_compute_shard)
+        self._submitted: dict[str, tuple[list[Shard], list, str | None]] = {}
         self._on_progress = on_progress
         self._bar = None
         self.done = self.total = 0
@@ -240,68 +288,134 @@ class RayRunner:
         cpus, gpus = self.resources.get("CPU", 0), self.resources.get("GPU", 0)
         return f"Ray ({self.address or 'local'}: {cpus:g} CPUs, {gpus:g} GPUs)"
 
+    def _device(self, name: str, device: str | None) -> str | None:
+        """The device a shard of ``name`` computes on (None: the experiment takes none)."""
+        from bnlib import experiments
+
+        if "device" not in inspect.signature(experiments.get(name).function).parameters:
+            return None
+        if device is None:
+            return "cuda" if self.gpus else "cpu"
+        if ":" in device:
+            raise ValueError(
+                f"--device {device} with --ray: give cuda or cpu; Ray gives each shard one "
+                "GPU of its own"
+            )
+        if device.startswith("cuda") and not self.gpus:
+            raise ValueError(
+                f"--device {device}: the Ray cluster ({self.description()}) has no GPU"
+            )
+        return device
+
     def submit(self, name: str, config: dict, device: str | None = None) -> None:
         """Queue experiment ``name``'s run with arguments ``config``, split into shards."""
-        import torch
-
         key = _key(name, config)
         if key in self._submitted:
             return
         parts = shards(name, config)
-        where = ("cuda" if self.gpus else "cpu") if device is None else device
-        threads = torch.get_num_threads()
-        refs = [self._task.remote(name, part.config, where, threads) for part in parts]
+        where = self._device(name, device)
+        gpu = where is not None and where.startswith("cuda")
+        task = self._task.options(num_cpus=1 if gpu else self.threads, num_gpus=1 if gpu else 0)
+        refs = [task.remote(name, part.config, where, self.threads) for part in parts]
         self._submitted[key] = (parts, refs, where)
         self.total += len(parts)
+        if self._on_progress is None:
+            if self._bar is None:
+                from bnlib.progress import progress_bar
+
+                self._bar = progress_bar(total=0, desc="shards on Ray", unit=" shards")
+            self._bar.grow(len(parts))
 
     def compute(self, name: str, config: dict, device: str | None) -> tuple[pd.DataFrame, dict]:
-        """The merged frame of the run (submitted now if it was not) and what to record of
-        the cluster.
+        """The merged frame of the run (submitted now if it was not), and what to add to
+        its metadata: ``cluster`` (address, resources, the split, the shards' workers and
+        compute seconds) and ``provenance`` (the workers' device and versions).
 
         Raises:
-            ShardFailedError: a shard failed :data:`RETRIES` + 1 times (the message names it);
-                the run's other shards are cancelled and nothing is returned.
+            ShardFailedError: a shard's worker died :data:`RETRIES` + 1 times, a shard
+                raised (not retried: it would fail the same way), or the workers run other
+                bnlib code than this process; the message names the shard. The run's
+                other shards are cancelled and nothing is returned.
         """
         self.submit(name, config, device)
         parts, refs, where = self._submitted.pop(_key(name, config))
-        frames: list[pd.DataFrame | None] = [None] * len(parts)
+        results: list = [None] * len(parts)
         pending = {ref: i for i, ref in enumerate(refs)}
-        while pending:
-            ready, _ = self._ray.wait(list(pending), num_returns=1)
-            index = pending.pop(ready[0])
-            try:
-                frames[index] = self._ray.get(ready[0])
-            except Exception as error:
-                for ref in pending:
-                    self._ray.cancel(ref, force=True)
-                raise ShardFailedError(
-                    f"{name}: shard {parts[index].label} failed after {RETRIES} retries; "
-                    f"nothing was stored ({type(error).__name__}: {_last_line(error)})"
-                ) from error
-            self._advance()
-        frame = pd.concat(frames, ignore_index=True)
+        try:
+            while pending:
+                ready, _ = self._ray.wait(list(pending), num_returns=1)
+                index = pending.pop(ready[0])
+                try:
+                    results[index] = self._ray.get(ready[0])
+                except Exception as error:
+                    raise self._failure(name, parts[index], error) from error
+                if results[index][1]["bnlib_source"] != self._source:
+                    raise ShardFailedError(
+                        f"{name}: shard {parts[index].label} ran bnlib source "
+                        f"{results[index][1]['bnlib_source']}, this process has {self._source}: "
+                        "install this checkout on every node of the cluster; nothing was stored"
+                    )
+                self._advance()
+        finally:
+            self._cancel(pending)
+        frame = pd.concat([frame for frame, _ in results], ignore_index=True)
+        workers = [info for _, info in results]
+        devices = sorted({w["device"] for w in workers})
+        seconds = [w["seconds"] for w in workers]
         cluster = {
             "address": self.address or "local",
             "resources": {k: v for k, v in self.resources.items() if k in ("CPU", "GPU")},
-            "nodes": sum(1 for node in self._ray.nodes() if node.get("Alive")),
             "split_on": parts[0].key,
             "shards": len(parts),
             "shard_device": where,
+            "threads_per_shard": self.threads,
+            "hosts": sorted({w["host"] for w in workers}),
+            "shard_seconds": {"sum": sum(seconds), "max": max(seconds)},
         }
-        return frame, cluster
+        provenance = {
+            "device": "; ".join(devices) + f" (Ray, {len(parts)} shards)",
+            "torch_version": "; ".join(sorted({w["torch_version"] for w in workers})),
+            "cuda_version": "; ".join(sorted({w["cuda_version"] for w in workers})),
+        }
+        return frame, {"cluster": cluster, "provenance": provenance}
+
+    def _failure(self, name: str, shard: Shard, error: Exception) -> ShardFailedError:
+        task_error = getattr(self._ray.exceptions, "RayTaskError", ())
+        if isinstance(error, task_error):  # the shard's code raised: Ray does not retry it
+            cause = getattr(error, "cause", None) or error
+            detail = (
+                f"{type(cause).__name__}: {cause}"
+                if isinstance(cause, (ValueError, OSError))
+                else str(error)  # a bug: the remote traceback is what its fix needs
+            )
+            return ShardFailedError(
+                f"{name}: shard {shard.label} raised {detail}; not retried (it would fail the "
+                "same way); nothing was stored"
+            )
+        return ShardFailedError(
+            f"{name}: shard {shard.label} failed {RETRIES + 1} times ({type(error).__name__}: "
+            f"{_last_line(error)}; its worker or node died); nothing was stored"
+        )
+
+    def _cancel(self, refs) -> None:
+        for ref in refs:
+            # finished, or Ray already shut down: nothing left to stop
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref, force=True)
 
     def _advance(self) -> None:
         self.done += 1
-        elapsed = time.perf_counter() - self._start
         if self._on_progress is not None:
-            self._on_progress(self.done, self.total, elapsed)
-            return
-        from bnlib.progress import progress_bar
+            self._on_progress(self.done, self.total, time.perf_counter() - self._start)
+        elif self._bar is not None:
+            self._bar.update(1)
 
-        if self._bar is None:
-            self._bar = progress_bar(total=self.total, desc="shards on Ray")
-        self._bar.update(1)
-        if self.done == self.total:
+    def close(self) -> None:
+        """Cancel the shards still queued (a run that stopped early) and close the bar."""
+        for _, refs, _ in self._submitted.values():
+            self._cancel(refs)
+        self._submitted.clear()
+        if self._bar is not None:
             self._bar.close()
             self._bar = None
 

@@ -132,8 +132,17 @@ class _Bar:
         if self._bar is not None:
             self._bar.close()
 
+    def grow(self, n: int) -> None:
+        """``n`` more steps to do than the bar was opened with (work added on the way)."""
+        self.total += n
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
 
-def progress_bar(total: int, desc: str, enabled: bool | None = None) -> _Bar:
+
+def progress_bar(
+    total: int, desc: str, enabled: bool | None = None, unit: str = " model-steps"
+) -> _Bar:
     """A progress bar for a loop of ``total`` steps.
 
     Inside a :func:`stoppable` block with an ``on_progress`` listener, the listener gets
@@ -147,6 +156,7 @@ def progress_bar(total: int, desc: str, enabled: bool | None = None) -> _Bar:
         desc: the bar's label.
         enabled: show it; ``False`` shows nothing (the run can still be stopped); default:
             shown to a listener, and as a tqdm bar unless ``BNLIB_PROGRESS=0``.
+        unit: what a step is, as the bar names it.
 
     Returns:
         A bar with ``update(n=1)`` (raises :class:`Stopped` after a stop request) and
@@ -168,7 +178,7 @@ def progress_bar(total: int, desc: str, enabled: bool | None = None) -> _Bar:
             desc=desc,
             leave=False,
             mininterval=1.0,
-            unit=" model-steps",
+            unit=unit,
             unit_scale=True,
         )
     return _Bar(bar, total, desc, control, report and to_listener)

@@ -400,8 +400,9 @@ def load_or_compute(
         code: hash of the code that computes the result (part of the key; see
             :func:`cache_key`), recorded in the metadata as ``code_hash``.
         store: the folder under the results folder (default: ``profile``).
-        annotate: called after ``compute``; what it returns is added to the metadata
-            (a Ray run records its cluster so, :mod:`bnlib.distributed`).
+        annotate: called after ``compute``; what it returns is added to the metadata,
+            its ``"provenance"`` entries to the provenance (a Ray run records its cluster
+            and its workers' device so, :mod:`bnlib.distributed`).
 
     Returns:
         The :class:`Result`. A stored result that cannot be read or is inconsistent is
@@ -438,8 +439,10 @@ def load_or_compute(
         "rows": len(frame),
         "command": command or _command_line(),
         "provenance": provenance(device),
-        **(annotate() if annotate else {}),
     }
+    added = dict(annotate()) if annotate else {}
+    meta["provenance"].update(added.pop("provenance", {}))
+    meta.update(added)
     _store(frame, meta, parquet, meta_path)
     return Result(frame, meta, parquet)
 

@@ -202,20 +202,28 @@ def run_all(
     Prints the plan first (on a CPU, with the estimated total time), then each
     experiment's own progress bars and, between experiments, the estimated time left.
     With a ``runner`` (:class:`bnlib.distributed.RayRunner`) every experiment's shards are
-    put on the Ray cluster at once, and each result is stored as its shards finish.
+    put on the Ray cluster at once, each result is stored once its shards are in, and an
+    experiment whose shard fails does not stop the others: the failures are reported at
+    the end.
 
     Returns:
         The names run.
+
+    Raises:
+        ShardFailedError: (with a runner) experiments whose shards failed, named.
     """
     names = _pending(profile, force)
     if not names:
         print(f"every {profile} result is present and current; nothing to run")
         return []
-    estimated = profile == "full" and runner is None  # estimates are for one process
-    estimates = {n: (estimate_seconds(n, device) if estimated else None) for n in names}
+    if profile == "full":
+        experiments.ensure_committable(names[0])  # before any work, not after it
+    if runner is not None:
+        return _run_all_on_ray(profile, device, force, runner, names)
+    estimates = {n: (estimate_seconds(n, device) if profile == "full" else None) for n in names}
     known = [v for v in estimates.values() if v is not None]
     total = sum(known)
-    where = runner.description() if runner is not None else device_description(device)
+    where = device_description(device)
     print(
         f"{len(names)} experiment(s) to run at the {profile} profile on {where}: {', '.join(names)}"
     )
@@ -231,9 +239,6 @@ def run_all(
             + (" (a CPU: expect hours for the larger ones)" if where.startswith("cpu") else "")
         )
     sys.stdout.flush()
-    if runner is not None:
-        for name in names:  # all at once: the cluster runs whole experiments side by side
-            runner.submit(name, experiments.get(name).profiles[profile], device)
     left = total
     for i, name in enumerate(names, 1):
         eta = estimates[name]
@@ -243,10 +248,45 @@ def run_all(
         )
         sys.stdout.flush()
         start = time.perf_counter()
-        result = experiments.run(
-            name, profile, device=device, force=force, compute=runner.compute if runner else None
-        )
+        result = experiments.run(name, profile, device=device, force=force)
         took = time.perf_counter() - start
         left = max(0.0, left - (eta if eta is not None else 0.0))
         print(f"  done in {format_duration(took)} -> {result.path}")
+    return names
+
+
+def _run_all_on_ray(
+    profile: str, device: str | None, force: bool, runner: RayRunner, names: list[str]
+) -> list[str]:
+    from bnlib.distributed import ShardFailedError, shards
+
+    configs = {n: experiments.get(n).profiles[profile] for n in names}
+    count = sum(len(shards(n, c)) for n, c in configs.items())
+    print(
+        f"{len(names)} experiment(s) to run at the {profile} profile on {runner.description()},"
+        f" {count} shards: {', '.join(names)}"
+    )
+    sys.stdout.flush()
+    failed = []
+    try:
+        for name in names:  # all at once: the cluster runs whole experiments side by side
+            runner.submit(name, configs[name], device)
+        for i, name in enumerate(names, 1):
+            try:
+                result = experiments.run(
+                    name, profile, device=device, force=force, compute=runner.compute
+                )
+            except ShardFailedError as error:
+                failed.append(str(error))
+                print(f"[{i}/{len(names)}] {name}: failed (the others go on)")
+                continue
+            print(f"[{i}/{len(names)}] {name} -> {result.path}")
+            sys.stdout.flush()
+    finally:
+        runner.close()
+    if failed:
+        raise ShardFailedError(
+            f"{len(failed)} of {len(names)} experiments failed; the others were stored:\n"
+            + "\n".join(failed)
+        )
     return names

@@ -105,6 +105,22 @@ def test_a_sharded_run_on_ray_gives_the_rows_of_one_process(name, runner, result
     assert on_ray.meta["cluster"]["resources"]["CPU"] == 2
     alone = _in_one_process(name, {**config, "device": "cpu"})
     pd.testing.assert_frame_equal(_rows(on_ray.frame), _rows(alone), check_exact=True)
+    # the provenance names the workers' device, not this process's
+    assert on_ray.meta["provenance"]["device"].endswith(
+        f"(Ray, {len(shards(name, config))} shards)"
+    )
+    assert on_ray.meta["cluster"]["shard_seconds"]["max"] > 0
+
+
+def test_a_shard_that_raises_fails_the_run_naming_it_and_stores_nothing(runner, results):
+    from bnlib.distributed import ShardFailedError
+
+    config = {**experiments.get("running_statistics").profiles["smoke"], "momenta": [0.1, 5.0]}
+    with pytest.raises(
+        ShardFailedError, match=r"shard momenta=5\.0 raised ValueError.*not retried"
+    ):
+        runner.compute("running_statistics", config, "cpu")
+    assert not list(results.rglob("*.parquet"))
 
 
 def _shard_workers() -> list[int]:
@@ -124,7 +140,7 @@ def test_a_worker_killed_mid_run_is_retried_and_the_result_is_the_same(runner, r
     import signal
 
     name = "running_statistics"
-    config = {**experiments.get(name).profiles["smoke"], "steps": 3000}
+    config = {**experiments.get(name).profiles["smoke"], "steps": 1000}
     outcome = {}
     thread = threading.Thread(
         target=lambda: outcome.update(frame=runner.compute(name, config, "cpu")[0])
@@ -137,7 +153,7 @@ def test_a_worker_killed_mid_run_is_retried_and_the_result_is_the_same(runner, r
             killed = workers[0]
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.05)
-    thread.join(timeout=300)
+    thread.join(timeout=600)
     assert killed is not None, "no shard was seen running"
     assert "frame" in outcome, "the run did not finish after the worker was killed"
     alone = _in_one_process(name, {**config, "device": "cpu"})

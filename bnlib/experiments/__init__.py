@@ -47,6 +47,7 @@ __all__ = [
     "STEP_ARGUMENTS",
     "SWEEP_ARGUMENTS",
     "check_arguments",
+    "ensure_committable",
     "get",
     "profile_name",
     "register",
@@ -230,9 +231,10 @@ def run(
             not part of the cache key.
         force: compute even if a cached result exists.
         compute: computes the frame elsewhere instead of in this process:
-            ``compute(name, config, device)`` returns the frame and what to record of
-            where it ran (``bnlib.distributed.ray_compute``: shards on a Ray cluster,
-            the same rows as one process).
+            ``compute(name, config, device)`` returns the frame and what to add to its
+            metadata (:meth:`bnlib.distributed.RayRunner.compute`: shards on a Ray
+            cluster, the same rows as one process; ``"provenance"`` entries replace the
+            driver's, so that the device recorded is the one that computed).
         overrides: arguments that replace the profile's (part of the cache key). A full
             profile with replaced arguments is stored in ``<results>/full-overrides``,
             never with the committed full results the book shows.
@@ -245,13 +247,8 @@ def run(
     chosen = profile_name(profile)
     config = {**experiment.profiles[chosen], **check_arguments(name, overrides)}
     committed = chosen == "full" and config == experiment.profiles["full"]
-    if committed and committed_store() and clean_revision() is None:
-        raise ValueError(
-            f"a full result of {name!r} would be committed in results/full, but the git tree "
-            f"has uncommitted changes ({git_revision()}): commit them first, so that the "
-            "result names the commit whose code computed it (or set BNLIB_RESULTS to "
-            "another folder for a trial run)"
-        )
+    if committed:
+        ensure_committable(name)
     takes_device = "device" in inspect.signature(experiment.function).parameters
     extra = {"device": device} if takes_device else {}
     where: dict = {}
@@ -259,7 +256,9 @@ def run(
     def computed() -> pd.DataFrame:
         if compute is None:
             return experiment.function(**config, **extra)
-        frame, where["cluster"] = compute(name, config, device if takes_device else None)
+        frame, record = compute(name, config, device if takes_device else None)
+        # the workers' device and versions replace the driver's in the provenance
+        where.update(record)
         return frame
 
     result = load_or_compute(
@@ -268,7 +267,8 @@ def run(
         config,
         computed,
         annotate=lambda: dict(where),
-        device=device if takes_device else "cpu",
+        # with compute, this process only merges: the provenance's device is the workers'
+        device=device if takes_device and compute is None else "cpu",
         force=force,
         code=code_hash(name),
         # a full profile with replaced arguments is not the book's full result: kept apart
@@ -277,6 +277,23 @@ def run(
     if committed:
         prune_others(result)  # committed: one full result per experiment, the current one
     return result
+
+
+def ensure_committable(name: str) -> None:
+    """Refuse, before any work, to compute a full result of ``name`` that would be committed
+    (the repository's own results folder) from a git tree with uncommitted changes: a
+    committed result names the commit whose code computed it.
+
+    Raises:
+        ValueError: the tree has uncommitted changes.
+    """
+    if committed_store() and clean_revision() is None:
+        raise ValueError(
+            f"a full result of {name!r} would be committed in results/full, but the git tree "
+            f"has uncommitted changes ({git_revision()}): commit them first, so that the "
+            "result names the commit whose code computed it (or set BNLIB_RESULTS to "
+            "another folder for a trial run)"
+        )
 
 
 #: Whole-number arguments that may be 0 (an index or a seed); all others must be >= 1.

@@ -317,7 +317,7 @@ _SIGMOID_GAIN = {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}
 @register(
     "jacobians_over_training",
     chapter="Random initialization",
-    shard_on=("seeds", "activations", "norms", "checkpoints"),
+    shard_on=("seeds", "activations", "norms"),
     smoke=_JACOBIANS_SMOKE,
     quick={},
     full=_JACOBIANS_FULL,
@@ -328,7 +328,7 @@ _SIGMOID_GAIN = {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}
 @register(
     "jacobians_relu_small_lr",
     chapter="Random initialization",
-    shard_on=("seeds", "norms", "checkpoints"),
+    shard_on=("seeds", "norms"),
     smoke={**_JACOBIANS_SMOKE, **_RELU_SMALL_LR},
     quick=_RELU_SMALL_LR,
     full={**_JACOBIANS_FULL, **_RELU_SMALL_LR},
@@ -337,7 +337,7 @@ _SIGMOID_GAIN = {"activations": ["sigmoid"], "norms": ["none"], "gain": 4.0}
 @register(
     "jacobians_sigmoid_gain",
     chapter="Random initialization",
-    shard_on=("seeds", "checkpoints"),
+    shard_on=("seeds",),  # not checkpoints: each would train the run again
     smoke={**_JACOBIANS_SMOKE, **_SIGMOID_GAIN},
     quick=_SIGMOID_GAIN,
     full={**_JACOBIANS_FULL, **_SIGMOID_GAIN},

@@ -65,7 +65,7 @@ def _evaluations(model: nn.Module, test: Split, train: Split, batch_size: int) -
 @register(
     "inference_pitfalls",
     chapter=CHAPTER,
-    shard_on=("seeds", "checkpoints"),
+    shard_on=("seeds",),  # not checkpoints: each would train the run again
     smoke={"checkpoints": [1, 3], "test_examples": 64, "statistics_examples": 256},
     quick={"checkpoints": [10, 30, 100, 300, 1000]},
     full={"checkpoints": [10, 30, 100, 300, 1000, 3000], "seeds": [0, 1, 2]},
