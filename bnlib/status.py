@@ -99,9 +99,11 @@ def status(device: str | None = None) -> pd.DataFrame:
     from bnlib.distributed import shards
 
     experiments._load_all()
-    rows = []
+    rows, seconds, count = [], 0.0, 0
     for name in sorted(experiments.REGISTRY):
         stored, state = _committed(name)
+        if stored is not None:
+            seconds, count = seconds + float(stored.meta["wall_time_s"]), count + 1
         rows.append(
             {
                 "experiment": name,
@@ -113,7 +115,9 @@ def status(device: str | None = None) -> pd.DataFrame:
                 "full run here": format_duration(estimate_seconds(name, device)),
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["full_cost"] = (seconds, count)  # what format_status sums, read once
+    return table
 
 
 def full_cost() -> tuple[float, int]:
@@ -169,12 +173,14 @@ def format_status(table: pd.DataFrame) -> str:
         "uncommitted changes, which --revalidate also fixes); full took: the committed "
         "result's wall time where it was computed; ray shards: the tasks `run NAME --profile "
         "full --ray` splits it into; full run here: estimated from the quick run's wall time "
-        "on this device (unknown: no quick result from this device yet)." + _cost_line() + notes
+        "on this device (unknown: no quick result from this device yet)."
+        + _cost_line(table)
+        + notes
     )
 
 
-def _cost_line() -> str:
-    seconds, count = full_cost()
+def _cost_line(table: pd.DataFrame) -> str:
+    seconds, count = table.attrs.get("full_cost") or full_cost()
     if not count:
         return ""
     return (

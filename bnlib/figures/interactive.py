@@ -93,7 +93,7 @@ def running_statistics(df: pd.DataFrame):
         ),
     )
     for i, (momentum, part) in enumerate(d.groupby("momentum", sort=False)):
-        color = SEQUENCE[i % len(SEQUENCE)]
+        shade = color(momentum, i)
         for metric, dash in (("mean error", "solid"), ("var error", "dash")):
             m = part[part["metric"] == metric]
             fig.add_trace(
@@ -103,7 +103,7 @@ def running_statistics(df: pd.DataFrame):
                     mode="lines+markers",
                     legendgroup=str(momentum),
                     name=f"momentum {momentum}: {metric}",
-                    line={"color": color, "dash": dash},
+                    line={"color": shade, "dash": dash},
                     hovertemplate="step %{x}<br>" + metric + " %{y:.4f}<extra></extra>",
                 ),
                 1,
@@ -117,7 +117,7 @@ def running_statistics(df: pd.DataFrame):
                 mode="lines+markers",
                 legendgroup=str(momentum),
                 name=f"momentum {momentum}: accuracy",
-                line={"color": color},
+                line={"color": shade},
                 hovertemplate="step %{x}<br>accuracy %{y:.4f}<extra></extra>",
             ),
             1,
@@ -145,7 +145,7 @@ def distribution_shift(df: pd.DataFrame):
                 y=part["accuracy"],
                 mode="lines+markers",
                 name=network,
-                line={"color": SEQUENCE[i % len(SEQUENCE)]},
+                line={"color": color(network, i)},
                 hovertemplate="contrast %{x}<br>accuracy %{y:.4f}<extra>" + network + "</extra>",
             )
         )

@@ -29,7 +29,7 @@ PALETTE = {
 
 
 #: Colours, in order, for series the palette does not name (sweep values, units); the
-#: colorblind-safe sequence of seaborn's "colorblind" palette, which the static figures use.
+#: colorblind-safe Okabe-Ito sequence (close to, not the same as, seaborn's "colorblind").
 SEQUENCE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
 
 
