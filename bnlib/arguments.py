@@ -1,13 +1,34 @@
-"""Checks of the arguments users pass, shared across bnlib: each returns the value in the
-type the code needs, or raises an error that names the argument and the fix."""
+"""Checks of the arguments users pass, shared across bnlib.
+
+Two kinds:
+
+- :func:`whole_number` returns the value in the type the code needs, or raises.
+- The ``check_*`` functions are **guards**: they inspect their arguments, raise an error
+  that names the argument and the fix, and otherwise do nothing (they return ``None`` and
+  change nothing). A guard cannot change what a computation that completes computes, so a
+  bare call to one (``arguments.check_number(gain, "gain")`` as a statement of its own)
+  is left out of the code hash that keys stored results
+  (:func:`bnlib.provenance.computation_hash`): checks can be added to the models, the
+  normalization layers and the trainer without staling hours of committed results.
+  ``tests/test_arguments.py`` holds every ``check_*`` function to that contract.
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["whole_number"]
+__all__ = [
+    "check_nonempty",
+    "check_number",
+    "check_numbers",
+    "check_whole_number",
+    "check_whole_numbers",
+    "whole_number",
+]
 
 
 def whole_number(
@@ -37,3 +58,90 @@ def whole_number(
         bound = f"in {low}..{high}" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be {bound}{note}, got {value}")
     return int(value)
+
+
+def check_whole_number(
+    value: object, name: str, low: int, high: int | None = None, note: str = ""
+) -> None:
+    """A guard: :func:`whole_number`'s check, for code that goes on using ``value`` as is.
+
+    Raises:
+        TypeError: not a whole number. ValueError: outside ``low..high``.
+    """
+    whole_number(value, name, low, high, note)
+
+
+def check_whole_numbers(values: Sequence[object], name: str, low: int) -> None:
+    """A guard: :func:`check_whole_number` on each of ``values``; ``name`` is a template
+    with ``{}`` for the position (``"members[{}].seed"``)."""
+    for i, value in enumerate(values):
+        whole_number(value, name.format(i), low)
+
+
+def check_number(
+    value: object,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
+    allow_none: bool = False,
+    allow_inf: bool = False,
+) -> None:
+    """A guard: ``value`` must be a real number (not a bool, a string or NaN) in range.
+
+    Args:
+        value: what the user passed.
+        name: the argument's name, for the message.
+        low, high: inclusive bounds (``None``: none).
+        above: an exclusive lower bound (``above=0``: positive).
+        allow_none: ``None`` is a valid value (it means something, as momentum's
+            cumulative average does).
+        allow_inf: infinity is a valid value (a threshold that never triggers).
+
+    Raises:
+        TypeError: not a real number (the message suggests one).
+        ValueError: NaN, infinite, or out of range.
+    """
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        try:
+            example = f"{float(value)!r}"  # "0.1" -> 0.1
+        except (TypeError, ValueError):
+            example = f"{low if low is not None else above if above is not None else 1.0}"
+        also = " or None" if allow_none else ""
+        raise TypeError(
+            f"{name} must be a number{also}, got {value!r} ({type(value).__name__}). "
+            f"Fix: pass a float, e.g. {name}={example}"
+        )
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number, got NaN")
+    if math.isinf(value) and not allow_inf:
+        raise ValueError(f"{name} must be finite, got {value}")
+    bounds = [
+        f">= {low}" if low is not None and value < low else "",
+        f"<= {high}" if high is not None and value > high else "",
+        f"> {above}" if above is not None and not value > above else "",
+    ]
+    if any(bounds):
+        raise ValueError(f"{name} must be {' and '.join(b for b in bounds if b)}, got {value}")
+
+
+def check_numbers(values: Sequence[object], name: str, **bounds: float | bool | None) -> None:
+    """A guard: :func:`check_number` on each of ``values``, with the same ``bounds``;
+    ``name`` is a template with ``{}`` for the position (``"members[{}].lr"``)."""
+    for i, value in enumerate(values):
+        check_number(value, name.format(i), **bounds)
+
+
+def check_nonempty(values: Sequence[object], name: str) -> None:
+    """A guard: ``values`` must hold at least one item.
+
+    Raises:
+        ValueError: ``values`` is empty.
+    """
+    if len(values) == 0:
+        raise ValueError(
+            f"{name} must hold at least one item, got an empty {type(values).__name__}"
+        )

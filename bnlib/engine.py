@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from bnlib import arguments
 from bnlib.arguments import whole_number
 from bnlib.data import Split
 from bnlib.progress import progress_bar
@@ -170,6 +171,12 @@ def train(
         ``diverged`` column: ``True`` from the step on which the loss became NaN or
         infinite (training stops there, and that step is logged).
     """
+    arguments.check_number(lr, "lr", above=0)
+    arguments.check_whole_number(steps, "steps", low=0)
+    arguments.check_whole_number(batch_size, "batch_size", low=1)
+    arguments.check_whole_number(seed, "seed", low=0)
+    arguments.check_number(momentum, "momentum", low=0)
+    arguments.check_number(weight_decay, "weight_decay", low=0)
     if not lr > 0:
         raise ValueError(f"learning rate must be > 0, got {lr}")
     if steps < 0:
@@ -293,6 +300,14 @@ class StackedRun:
 
         if not members:
             raise ValueError("a stacked run needs at least one member")
+        arguments.check_numbers([m.lr for m in members], "members[{}].lr", above=0)
+        arguments.check_whole_numbers([m.seed for m in members], "members[{}].seed", low=0)
+        arguments.check_numbers([m.gain for m in members], "members[{}].gain")
+        arguments.check_numbers([m.momentum for m in members], "members[{}].momentum", low=0)
+        arguments.check_numbers(
+            [m.weight_decay for m in members], "members[{}].weight_decay", low=0
+        )
+        arguments.check_number(divergence_ratio, "divergence_ratio", above=1, allow_inf=True)
         for m in members:
             if not m.lr > 0:
                 raise ValueError(f"learning rate must be > 0, got {m.lr}")
@@ -451,6 +466,7 @@ class StackedRun:
         Returns:
             Columns ``step, member, loss, loss_ratio, diverged``.
         """
+        arguments.check_whole_number(steps, "steps", low=0)
         history = torch.empty(steps, self.k, device=self.device)
         start = self.step
         for t in range(steps):

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnlib import arguments
 from bnlib.norm import BatchNorm, DistributionNoise
 
 __all__ = [
@@ -175,6 +176,7 @@ def initialize(model: nn.Module, scheme: str = "default", gain: float = 1.0) -> 
         ``model``.
     """
     _choice("initialization", scheme, INITS)
+    arguments.check_number(gain, "gain")
     for module in model.modules():
         if isinstance(module, StackedLinear):
             raise ValueError("initialize single models, then stack them with stack_members")
@@ -381,6 +383,9 @@ class ResNet(_Stackable):
         members: int = 1,
     ) -> None:
         super().__init__()
+        arguments.check_whole_number(depth, "depth", low=8, note=" (6n + 2: 20, 32, 56, 110)")
+        arguments.check_whole_number(in_channels, "in_channels", low=1)
+        arguments.check_whole_number(classes, "classes", low=1)
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"ResNet depth must be 6n + 2 (20, 32, 56, 110, ...), got {depth}")
         _choice("activation", activation, ACTIVATIONS)
@@ -526,6 +531,7 @@ def stack_members(models: Sequence[nn.Module]) -> nn.Module:
         ``models[k]`` computes (on its own slice of the input), with the same parameters
         and buffers.
     """
+    arguments.check_nonempty(models, "models")
     first = models[0]
 
     def structure(m):  # initialization is per member; everything else must agree

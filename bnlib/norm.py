@@ -27,6 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from bnlib import arguments
+
 __all__ = [
     "BatchNorm",
     "DistributionNoise",
@@ -252,8 +254,12 @@ def batch_norm(
         ``y``, the shape of ``x``.
 
     Raises:
-        TypeError: ``x`` is not a floating-point tensor.
+        TypeError: ``x`` is not a floating-point tensor, or ``momentum`` or ``eps`` not a
+            number.
+        ValueError: ``momentum`` outside [0, 1], or ``eps`` negative.
     """
+    arguments.check_number(momentum, "momentum", low=0, high=1, allow_none=True)
+    arguments.check_number(eps, "eps", low=0)
     _require_floating(x)
     if not training:
         if running_mean is None or running_var is None:
@@ -315,6 +321,8 @@ class BatchNorm(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        arguments.check_whole_number(num_features, "num_features", low=1)
+        arguments.check_number(eps, "eps", low=0)
         if num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features}")
         factory = {"device": device, "dtype": dtype}
@@ -425,7 +433,11 @@ def population_statistics(
 
     Returns:
         ``model``.
+
+    Raises:
+        TypeError, ValueError: ``batch_size`` is not a whole number of at least 1.
     """
+    arguments.check_whole_number(batch_size, "batch_size", low=1)
     layers = [
         mod for mod in model.modules() if isinstance(mod, _NORM_TYPES) and mod.track_running_stats
     ]

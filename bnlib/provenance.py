@@ -132,10 +132,70 @@ def _is_registration(decorator: ast.expr) -> bool:
     )
 
 
+#: The module of argument guards (:mod:`bnlib.arguments`): its ``check_*`` functions only
+#: raise or return None, so a bare call to one is left out of the code hash.
+ARGUMENT_GUARDS = "bnlib.arguments"
+
+
+def _guard_names(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """The names ``tree`` binds to :data:`ARGUMENT_GUARDS` (``from bnlib import
+    arguments``, ``import bnlib.arguments as a``) and to its ``check_*`` functions."""
+    modules: set[str] = set()
+    functions: set[str] = set()
+    package, _, leaf = ARGUMENT_GUARDS.rpartition(".")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            for alias in node.names:
+                if node.module == package and alias.name == leaf:
+                    modules.add(alias.asname or alias.name)
+                elif node.module == ARGUMENT_GUARDS and alias.name.startswith("check_"):
+                    functions.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules.update(
+                alias.asname
+                for alias in node.names
+                if alias.name == ARGUMENT_GUARDS and alias.asname
+            )
+    return modules, functions
+
+
+def _strip_guards(tree: ast.AST) -> None:
+    """Remove, in place, every statement that is a bare call to an argument guard
+    (``arguments.check_number(gain, "gain")``): it raises or does nothing, so it cannot
+    change what a computation that completes computes. A block left empty becomes
+    ``pass``."""
+    modules, functions = _guard_names(tree)
+    if not modules and not functions:
+        return
+
+    def is_guard(statement: ast.stmt) -> bool:
+        if not (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)):
+            return False
+        called = statement.value.func
+        if isinstance(called, ast.Name):
+            return called.id in functions
+        return (
+            isinstance(called, ast.Attribute)
+            and called.attr.startswith("check_")
+            and isinstance(called.value, ast.Name)
+            and called.value.id in modules
+        )
+
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if isinstance(block, list) and any(isinstance(s, ast.Expr) for s in block):
+                kept = [s for s in block if not is_guard(s)]
+                if len(kept) < len(block):
+                    setattr(node, field, kept or [ast.Pass()])
+
+
 def _strip(tree: ast.AST) -> ast.AST:
-    """``tree`` without docstrings, ``@register(...)`` decorators or the messages of
-    ``raise`` and ``assert`` statements (edited in place): none of them changes a result
-    (an error ends the computation whatever it says)."""
+    """``tree`` without docstrings, ``@register(...)`` decorators, argument guards
+    (:func:`_strip_guards`) or the messages of ``raise`` and ``assert`` statements (edited
+    in place): none of them changes a result (an error ends the computation whatever it
+    says)."""
+    _strip_guards(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
             node.exc.args, node.exc.keywords = [], []

@@ -77,7 +77,7 @@ def test_divergence_is_recorded_not_raised():
 
 @pytest.mark.parametrize("lr", [0.0, -0.1])
 def test_nonpositive_learning_rate_is_a_clear_error(lr):
-    with pytest.raises(ValueError, match="learning rate must be > 0"):
+    with pytest.raises(ValueError, match="lr must be > 0"):
         train(MLP(), data.load("mnist", "test"), steps=1, batch_size=10, lr=lr)
 
 
@@ -208,7 +208,7 @@ def test_auto_strategy_loops_convolutions_on_cpu(small_mnist):
 
 
 def test_stacked_run_rejects_bad_input(small_mnist):
-    with pytest.raises(ValueError, match="learning rate must be > 0"):
+    with pytest.raises(ValueError, match=r"members\[0\]\.lr must be > 0"):
         StackedRun("mlp", {}, [Member(lr=-1.0)], small_mnist, batch_size=10)
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         StackedRun("mlp", {}, [Member(lr=0.1)], small_mnist, batch_size=10, optimizer="rmsprop")
@@ -298,3 +298,27 @@ def test_stacked_run_rejects_a_fractional_batch_size_and_no_steps():
         run.train(2.0, progress=False)
     assert run.step == 0  # nothing was trained
     assert len(run.train(2, log_at=[2], progress=False)) == 1 and run.step == 2
+
+
+@pytest.mark.parametrize(
+    ("member", "kwargs", "error", "message"),
+    [
+        (Member(lr="0.1"), {}, TypeError, r"members\[0\]\.lr must be a number.*lr=0\.1"),
+        (Member(lr=0.1, seed=1.5), {}, TypeError, r"members\[0\]\.seed must be a whole number"),
+        (Member(lr=0.1, gain=float("nan")), {}, ValueError, r"members\[0\]\.gain .* NaN"),
+        (Member(lr=0.1), {"divergence_ratio": float("nan")}, ValueError, "divergence_ratio"),
+    ],
+)
+def test_stacked_run_checks_every_number(small_mnist, member, kwargs, error, message):
+    """Issue 32's cases: raw TypeErrors from torch, or a NaN that silently switched the
+    divergence check off, before."""
+    with pytest.raises(error, match=message):
+        StackedRun("mlp", {}, [member], small_mnist, batch_size=10, **kwargs)
+
+
+def test_loss_trace_and_train_refuse_bad_counts(small_mnist):
+    run = StackedRun("mlp", {}, [Member(lr=0.1)], small_mnist, batch_size=10)
+    with pytest.raises(ValueError, match="steps must be >= 0, got -1"):
+        run.loss_trace(-1)
+    with pytest.raises(TypeError, match="seed must be a whole number"):
+        train(MLP(), small_mnist, steps=1, batch_size=10, lr=0.1, seed=1.5)

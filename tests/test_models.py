@@ -147,3 +147,20 @@ def test_convolutional_widths_must_be_positive_ints():
         build_model("vgg", widths=(8, -4))
     with pytest.raises(ValueError, match="members must be a positive int, got 0"):
         MLP(members=0)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: MLP(gain="1"), TypeError, r"gain must be a number, got '1'.*gain=1\.0"),
+        (lambda: MLP(gain=float("nan")), ValueError, "gain must be a number, got NaN"),
+        (lambda: ResNet(depth=20.0), TypeError, r"depth must be a whole number.*depth=20"),
+        (lambda: ResNet(depth=20, in_channels=0), ValueError, "in_channels must be >= 1, got 0"),
+        (lambda: stack_members([]), ValueError, "models must hold at least one item"),
+    ],
+)
+def test_bad_numbers_are_clear_errors(make, error, message):
+    """Issue 32's cases: a raw TypeError from inside torch, a silent NaN network, a model
+    with no input channels, an IndexError, before."""
+    with pytest.raises(error, match=message):
+        make()

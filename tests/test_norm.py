@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from bnlib.norm import BatchNorm, BatchNormFunction, batch_norm_forward, population_statistics
+from bnlib.norm import (
+    BatchNorm,
+    BatchNormFunction,
+    batch_norm,
+    batch_norm_forward,
+    population_statistics,
+)
 
 SHAPES = [(2, 3), (5, 1), (64, 100), (2, 4, 1, 1), (3, 2, 5, 7), (1, 3, 2, 2), (8, 16, 4, 4)]
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -206,3 +212,33 @@ def test_assigned_momentum_is_the_one_used():
     assert bn.momentum is None
     bn.momentum = 1
     assert bn.momentum == 1.0 and isinstance(bn.momentum, float)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: BatchNorm(2.5), TypeError, r"num_features must be a whole number.*2\.5"),
+        (lambda: BatchNorm("4"), TypeError, "num_features must be a whole number"),
+        (lambda: BatchNorm(4, eps=-1), ValueError, "eps must be >= 0, got -1"),
+        (lambda: BatchNorm(4, eps=float("nan")), ValueError, "eps must be a number, got NaN"),
+        (
+            lambda: batch_norm(torch.randn(8, 4), torch.zeros(4), torch.ones(4), momentum=2.0),
+            ValueError,
+            "momentum must be <= 1, got 2.0",
+        ),
+        (
+            lambda: batch_norm(torch.randn(8, 4), None, None, training=True, eps="1e-5"),
+            TypeError,
+            "eps must be a number",
+        ),
+        (
+            lambda: population_statistics(nn.Sequential(BatchNorm(4)), torch.randn(8, 4), 0),
+            ValueError,
+            "batch_size must be >= 1, got 0",
+        ),
+    ],
+)
+def test_constructor_and_function_arguments_are_checked(make, error, message):
+    """Issue 32's cases: a raw TypeError from deep inside torch, or a silent NaN, before."""
+    with pytest.raises(error, match=message):
+        make()

@@ -218,3 +218,28 @@ def test_provenance_imports_no_figure_code():
         node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
     } | {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     assert not [m for m in imported if m.startswith(("bnlib.figures", "bnlib.widgets"))]
+
+
+def test_a_bare_guard_call_is_left_out_of_the_hash(package):
+    """A bare call to a ``bnlib.arguments.check_*`` guard only raises or does nothing, so
+    adding one keeps every committed result current; a guard whose value is used, or any
+    statement that computes, changes the hash."""
+    source = package / "experiments" / "guarded.py"
+    module = "bnlib.experiments.guarded"
+
+    def hash_with(statement: str) -> str:
+        source.write_text(
+            "from bnlib import arguments\n"
+            "from bnlib.arguments import check_nonempty as nonempty\n\n\n"
+            f"def run(lr, xs):\n{statement}    return lr * len(xs)\n"
+        )
+        return computation_hash(module, package, function="run")
+
+    before = hash_with("")
+    assert (
+        hash_with('    arguments.check_number(lr, "lr", above=0)\n    nonempty(xs, "xs")\n')
+        == before
+    )
+    assert hash_with("    lr = abs(lr)\n") != before
+    assert hash_with('    lr = arguments.check_number(lr, "lr") or lr\n') != before
+    assert hash_with('    arguments.other(lr, "lr")\n') != before  # not a check_* guard
