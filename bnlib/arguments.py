@@ -20,8 +20,11 @@ import numbers
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 __all__ = [
+    "REDUCED_PRECISION",
+    "check_full_precision",
     "check_nonempty",
     "check_number",
     "check_numbers",
@@ -144,4 +147,26 @@ def check_nonempty(values: Sequence[object], name: str) -> None:
     if len(values) == 0:
         raise ValueError(
             f"{name} must hold at least one item, got an empty {type(values).__name__}"
+        )
+
+
+#: Floating-point types too narrow for bnlib's statistics (float16 overflows above 6.5e4,
+#: so ``(x - mean)**2`` does for activations above ~256; bfloat16 keeps 8 bits of mantissa).
+REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def check_full_precision(dtype: torch.dtype | None, name: str) -> None:
+    """A guard: bnlib's normalization computes its statistics in the input's own dtype, so
+    float16 and bfloat16 (autocast's types) are refused rather than silently overflowed.
+
+    Raises:
+        TypeError: ``dtype`` is float16 or bfloat16.
+    """
+    if dtype in REDUCED_PRECISION:
+        raise TypeError(
+            f"{name} is {dtype}: bnlib's BatchNorm computes its batch statistics in the "
+            "input's dtype, and in float16 (x - mean)**2 overflows for activations above "
+            "~256 (every channel then outputs 0). Fix: run the model in float32 "
+            "(model.float(), or leave BN out of torch.autocast), or use torch.nn.BatchNorm1d/2d, "
+            "which computes the statistics in float32 under mixed precision"
         )

@@ -260,6 +260,7 @@ def batch_norm(
     """
     arguments.check_number(momentum, "momentum", low=0, high=1, allow_none=True)
     arguments.check_number(eps, "eps", low=0)
+    arguments.check_full_precision(x.dtype, "the input")
     _require_floating(x)
     if not training:
         if running_mean is None or running_var is None:
@@ -323,6 +324,7 @@ class BatchNorm(nn.Module):
         super().__init__()
         arguments.check_whole_number(num_features, "num_features", low=1)
         arguments.check_number(eps, "eps", low=0)
+        arguments.check_full_precision(dtype, "dtype")
         if num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features}")
         factory = {"device": device, "dtype": dtype}

@@ -242,3 +242,17 @@ def test_constructor_and_function_arguments_are_checked(make, error, message):
     """Issue 32's cases: a raw TypeError from deep inside torch, or a silent NaN, before."""
     with pytest.raises(error, match=message):
         make()
+
+
+def test_reduced_precision_is_refused_not_zeroed():
+    """Issue 32: in float16, (x - mean)**2 overflowed, the running variance became inf and
+    every channel output exactly 0. bnlib computes statistics in the input's dtype, so it
+    refuses float16 and bfloat16 (autocast's types) with the fix."""
+    with pytest.raises(TypeError, match=r"dtype is torch\.float16.*Fix: run the model in float32"):
+        BatchNorm(4, dtype=torch.float16)
+    with pytest.raises(TypeError, match="the input is torch.float16"):
+        BatchNorm(4)((torch.randn(64, 4) * 100).half())
+    model = nn.Sequential(nn.Linear(4, 4), BatchNorm(4))
+    with torch.autocast("cpu"), pytest.raises(TypeError, match=r"torch\.bfloat16.*autocast"):
+        model(torch.randn(64, 4))
+    assert torch.isfinite(model(torch.randn(64, 4) * 100)).all()  # float32 is fine
