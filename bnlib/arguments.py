@@ -28,6 +28,7 @@ __all__ = [
     "check_nonempty",
     "check_number",
     "check_numbers",
+    "check_same_length",
     "check_whole_number",
     "check_whole_numbers",
     "whole_number",
@@ -74,11 +75,13 @@ def check_whole_number(
     whole_number(value, name, low, high, note)
 
 
-def check_whole_numbers(values: Sequence[object], name: str, low: int) -> None:
+def check_whole_numbers(
+    values: Sequence[object], name: str, low: int, high: int | None = None, note: str = ""
+) -> None:
     """A guard: :func:`check_whole_number` on each of ``values``; ``name`` is a template
     with ``{}`` for the position (``"members[{}].seed"``)."""
     for i, value in enumerate(values):
-        whole_number(value, name.format(i), low)
+        whole_number(value, name.format(i), low, high, note)
 
 
 def check_number(
@@ -169,4 +172,20 @@ def check_full_precision(dtype: torch.dtype | None, name: str) -> None:
             "~256 (every channel then outputs 0). Fix: run the model in float32 "
             "(model.float(), or leave BN out of torch.autocast), or use torch.nn.BatchNorm1d/2d, "
             "which computes the statistics in float32 under mixed precision"
+        )
+
+
+def check_same_length(first: Sequence[object], second: Sequence[object], names: str) -> None:
+    """A guard: ``first`` and ``second`` pair up one to one (inputs and their labels).
+
+    Args:
+        names: how the message names the two, e.g. ``"data.x and data.y"``.
+
+    Raises:
+        ValueError: their lengths differ.
+    """
+    if len(first) != len(second):
+        raise ValueError(
+            f"{names} must have the same length (one label per input), got {len(first)} and "
+            f"{len(second)}. Fix: build the split from matching slices, e.g. Split(x[:n], y[:n])"
         )

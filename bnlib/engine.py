@@ -172,6 +172,7 @@ def train(
         infinite (training stops there, and that step is logged).
     """
     arguments.check_number(lr, "lr", above=0)
+    arguments.check_same_length(data.x, data.y, "data.x and data.y")
     arguments.check_whole_number(steps, "steps", low=0)
     arguments.check_whole_number(batch_size, "batch_size", low=1)
     arguments.check_whole_number(seed, "seed", low=0)
@@ -300,6 +301,7 @@ class StackedRun:
 
         if not members:
             raise ValueError("a stacked run needs at least one member")
+        arguments.check_same_length(data.x, data.y, "data.x and data.y")
         arguments.check_numbers([m.lr for m in members], "members[{}].lr", above=0)
         arguments.check_whole_numbers([m.seed for m in members], "members[{}].seed", low=0)
         arguments.check_numbers([m.gain for m in members], "members[{}].gain")

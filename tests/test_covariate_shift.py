@@ -195,3 +195,26 @@ def test_covariate_shift_explorer_runs():
     explorer.build()
     explorer.run()
     assert explorer.status.value == "" and isinstance(results[0], Figure)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"units": (100,)}, ValueError, r"units\[0\] must be in 0..99 \(a hidden layer has 100"),
+        ({"units": (3, -1)}, ValueError, r"units\[1\] must be in 0..99"),
+        ({"probe_examples": -3}, ValueError, "probe_examples must be in 2..60000, got -3"),
+        ({"probe_examples": 0}, ValueError, "probe_examples must be in 2..60000, got 0"),
+    ],
+)
+def test_ioffe_figure1_refuses_units_and_probes_it_cannot_measure(kwargs, error, message):
+    """Issue 32's cases: unit 100 was an IndexError, unit -1 silently probed unit 99, and
+    probe_examples=-3 probed 59,997 images (0 gave NaN)."""
+    with pytest.raises(error, match=message):
+        experiments.ioffe_figure1(steps=1, seeds=(0,), points=2, **kwargs)
+
+
+@pytest.mark.parametrize(("std", "message"), [(-1, "std must be > 0, got -1"), (0, "> 0")])
+def test_sigmoid_saturation_refuses_a_spread_that_is_not_positive(std, message):
+    """Issue 32's case: negative densities (std=-1) and all NaN (std=0) were stored."""
+    with pytest.raises(ValueError, match=message):
+        experiments.sigmoid_saturation(std=std)

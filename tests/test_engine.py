@@ -322,3 +322,14 @@ def test_loss_trace_and_train_refuse_bad_counts(small_mnist):
         run.loss_trace(-1)
     with pytest.raises(TypeError, match="seed must be a whole number"):
         train(MLP(), small_mnist, steps=1, batch_size=10, lr=0.1, seed=1.5)
+
+
+def test_inputs_and_labels_of_different_lengths_are_refused(small_mnist):
+    """Issue 32's case: Split(x[:512], y[:100]) trained on the first 100 images silently."""
+    mismatched = data.Split(small_mnist.x[:512], small_mnist.y[:100])
+    with pytest.raises(
+        ValueError, match="data.x and data.y must have the same length.*512 and 100"
+    ):
+        StackedRun("mlp", {}, [Member(lr=0.1)], mismatched, batch_size=10)
+    with pytest.raises(ValueError, match="512 and 100"):
+        train(MLP(), mismatched, steps=1, batch_size=10, lr=0.1)

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from bnlib import arguments
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import accuracy, log_steps, preserved_state, train
@@ -466,6 +467,7 @@ def bias_blowup(
         (:math:`\|b\|_2`) and ``probe loss`` (cross-entropy on ``probe_examples`` fixed
         training images, so that it is not minibatch noise).
     """
+    arguments.check_whole_number(probe_examples, "probe_examples", low=1, high=60_000)
     dev = pick_device(device)
     train_split = datasets.load(dataset, "train", dev)
     probe = datasets.Split(train_split.x[:probe_examples], train_split.y[:probe_examples])

@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from bnlib import arguments, probes
 from bnlib import data as datasets
-from bnlib import probes
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import Member, StackedRun, batch_indices, log_steps
 from bnlib.experiments import Reproduction, register
@@ -69,6 +69,8 @@ def sigmoid_saturation(
     Returns:
         Columns ``x, shift, density, sigmoid_grad, expected_grad``.
     """
+    arguments.check_number(std, "std", above=0)
+    arguments.check_whole_number(points, "points", low=2)
     x = np.linspace(-10, 10, points)
     sig = 1 / (1 + np.exp(-x))
     grad = sig * (1 - sig)
@@ -129,6 +131,10 @@ def ioffe_figure1(
         ``test accuracy``, ``test accuracy (batch statistics)``, ``loss`` (minibatch),
         and ``p15``, ``p50``, ``p85``, ``mean``, ``std`` per ``channel`` (unit).
     """
+    arguments.check_whole_number(probe_examples, "probe_examples", low=2, high=60_000)
+    arguments.check_whole_numbers(
+        units, "units[{}]", low=0, high=99, note=" (a hidden layer has 100 units)"
+    )
     dev = pick_device(device)
     train_split = datasets.load("mnist", "train", dev)
     test = datasets.load("mnist", "test", dev)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from bnlib import arguments
 from bnlib import data as datasets
 from bnlib.arguments import whole_number
 from bnlib.data import Split
@@ -208,6 +209,7 @@ def layer_diagnostics(
         ``diverged``.
     """
     whole_number(steps, "steps", 1)
+    arguments.check_whole_number(probe_examples, "probe_examples", low=1, high=60_000)
     dev = pick_device(device)
     train = datasets.load(dataset, "train", dev)
     batch = subset_split(train, probe_examples)
