@@ -204,7 +204,7 @@ def _chapter_costs(device) -> list[tuple[str, str, float]]:
 
     from bnlib import experiments
 
-    experiments._load_all()
+    experiments.load_all()
     costs = []
     previous = os.environ.get("BNLIB_RESULTS")
     with tempfile.TemporaryDirectory() as tmp:

@@ -152,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     from bnlib.status import run_all
 
     if args.ray not in (None, "local") and not args.experiment and not args.all:
-        experiments._load_all()
+        experiments.load_all()
         if args.ray in experiments.REGISTRY:  # `run --ray NAME`: argparse took NAME as address
             raise ValueError(
                 f"--ray took {args.ray!r} as the cluster's address: write `run {args.ray} "
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "list":
-            experiments._load_all()
+            experiments.load_all()
             for name in sorted(experiments.REGISTRY):
                 exp = experiments.REGISTRY[name]
                 print(f"{name:24s} [{exp.chapter}] {exp.description}")

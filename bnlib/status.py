@@ -98,7 +98,7 @@ def status(device: str | None = None) -> pd.DataFrame:
     """
     from bnlib.distributed import shards
 
-    experiments._load_all()
+    experiments.load_all()
     rows, seconds, count = [], 0.0, 0
     for name in sorted(experiments.REGISTRY):
         stored, state = _committed(name)
@@ -123,7 +123,7 @@ def status(device: str | None = None) -> pd.DataFrame:
 def full_cost() -> tuple[float, int]:
     """Seconds the committed full results took in all (each on the machine that computed
     it, as its JSON records), and how many results that sums."""
-    experiments._load_all()
+    experiments.load_all()
     found = [stored for stored, _ in map(_committed, sorted(experiments.REGISTRY)) if stored]
     return sum(float(s.meta["wall_time_s"]) for s in found), len(found)
 
@@ -191,7 +191,7 @@ def _cost_line(table: pd.DataFrame) -> str:
 
 
 def _pending(profile: str, force: bool) -> list[str]:
-    experiments._load_all()
+    experiments.load_all()
     names = sorted(experiments.REGISTRY)
     if force:
         return names

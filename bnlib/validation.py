@@ -355,7 +355,7 @@ def revalidate(
             f"the git tree has uncommitted changes ({git_revision()}): commit them first, so "
             "that each validation names the commit whose code reproduced the result"
         )
-    experiments._load_all()
+    experiments.load_all()
     chosen = sorted(experiments.REGISTRY) if names is None else list(names)
     todo = [(n, r) for n in chosen if (r := revalidation_reason(n)) is not None]
     if not todo:

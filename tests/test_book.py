@@ -108,7 +108,7 @@ def test_every_experiment_shown_names_where_its_data_come_from():
     from bnlib import experiments
     from bnlib.claims import parse_rendered
 
-    experiments._load_all()
+    experiments.load_all()
     lines, claims = [], []
     for page in notebook_chapters():
         _, text = parse(page)

@@ -66,7 +66,7 @@ def _two_values(name: str, key: str) -> dict:
     return {**smoke, key: list(values)}
 
 
-experiments._load_all()
+experiments.load_all()
 SHARDED = sorted(n for n, e in experiments.REGISTRY.items() if e.shard_on)
 
 

@@ -22,7 +22,7 @@ def results(tmp_path, monkeypatch):
 def test_every_experiment_has_three_profiles_that_fit_its_signature():
     from bnlib.status import full_arguments, work
 
-    experiments._load_all()
+    experiments.load_all()
     assert {"lr_sweep", "running_statistics", "bias_blowup"} <= set(experiments.REGISTRY)
     for name, exp in experiments.REGISTRY.items():
         assert set(exp.profiles) == {"smoke", "quick", "full"}, name
@@ -60,7 +60,7 @@ def test_profile_choice_and_errors(monkeypatch):
 def gradient_check_calls(monkeypatch) -> list[dict]:
     """The real ``gradient_check`` experiment, wrapped to record each computation's
     arguments (so a test can tell a cache hit from a recomputation)."""
-    experiments._load_all()
+    experiments.load_all()
     real = experiments.REGISTRY["gradient_check"]
     calls: list[dict] = []
 

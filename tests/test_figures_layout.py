@@ -199,7 +199,7 @@ def test_what_else_figures_legends_are_below_the_panels():
     from bnlib import experiments
     from bnlib.figures import factors as figures
 
-    experiments._load_all()
+    experiments.load_all()
 
     def smoke(name):
         experiment = experiments.get(name)

@@ -67,7 +67,7 @@ def test_compare_reports_the_largest_deviation_and_the_first_value_out_of_tolera
 
 
 def test_every_registration_names_a_subset_of_its_own_arguments():
-    experiments._load_all()
+    experiments.load_all()
     for name, experiment in experiments.REGISTRY.items():
         spec = experiment.reproduction
         assert spec.prefix is not None or spec.why, f"{name}: prefix=None needs a reason"

@@ -49,6 +49,7 @@ __all__ = [
     "check_arguments",
     "ensure_committable",
     "get",
+    "load_all",
     "profile_name",
     "register",
     "run",
@@ -207,7 +208,7 @@ def profile_name(profile: str | None = None) -> str:
 
 def get(name: str) -> Experiment:
     """The registered experiment called ``name`` (a clear error lists the others)."""
-    _load_all()
+    load_all()
     if name not in REGISTRY:
         raise ValueError(f"unknown experiment {name!r}; experiments: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
@@ -386,8 +387,9 @@ def code_hash(name: str) -> str:
     return computation_hash(function.__module__, function=function.__name__)
 
 
-def _load_all() -> None:
-    """Import the experiment modules, which register their experiments."""
+def load_all() -> None:
+    """Import the experiment modules, which register their experiments (the CLI, ``status``
+    and the benchmarks need all of them; a chapter imports only its own)."""
     from bnlib.experiments import (  # noqa: F401
         algorithm,
         covariate_shift,

@@ -4,6 +4,8 @@ none trains."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -24,7 +26,9 @@ __all__ = [
     "dropout",
     "factor_curves",
     "factor_effects",
+    "factor_sort_key",
     "factor_table",
+    "factor_value_label",
     "factor_values",
     "final_gain_per_seed",
     "ghost_batch_norm",
@@ -132,7 +136,8 @@ def steps_to(df: pd.DataFrame, target: float, keys: list[str]) -> pd.Series:
     return first.reindex(curve.groupby(keys).size().index)
 
 
-def _value_label(factor: str, value) -> str:
+def factor_value_label(factor: str, value: object) -> str:
+    """How a factor's value reads in a label: ``"relu"`` -> ``"ReLU"``, ``"sgd"`` -> ``"SGD"``."""
     if factor == "activation":
         return _ACTIVATION_NAMES.get(value, value)
     if factor == "optimizer":
@@ -157,7 +162,7 @@ def factor_table(df: pd.DataFrame, target: float = 0.95) -> pd.DataFrame:
         reach = steps_to(chosen, target, [factor, "norm"])
         for value in best[factor].unique():
             one = best[best[factor] == value].set_index("norm")
-            row = {"factor": title, "value": _value_label(factor, value)}
+            row = {"factor": title, "value": factor_value_label(factor, value)}
             for norm, label in (("bn", "BN"), ("none", "no BN")):
                 row[f"lr {label}"] = one.loc[norm, "lr"]
                 row[f"test acc. {label}"] = 100 * one.loc[norm, "test_accuracy"]
@@ -174,7 +179,7 @@ def factor_effects(df: pd.DataFrame) -> Figure:
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.9), sharey=True, width_ratios=[5, 2, 4])
     for ax, (factor, title) in zip(axes, FACTORS.items()):
         best = best_learning_rates(factor_values(df, factor), [factor])
-        values = list(dict.fromkeys(sorted(best[factor].unique(), key=_sort_key(factor))))
+        values = list(dict.fromkeys(sorted(best[factor].unique(), key=factor_sort_key(factor))))
         x = np.arange(len(values))
         for shift, norm in ((-0.2, "none"), (0.2, "bn")):
             part = best[best["norm"] == norm].set_index(factor).loc[values]
@@ -185,7 +190,7 @@ def factor_effects(df: pd.DataFrame) -> Figure:
             ax.errorbar(
                 x + shift, error, yerr=[error - low, high - error], fmt="none", color="black", lw=1
             )
-        ax.set_xticks(x, [_value_label(factor, v) for v in values], rotation=30, ha="right")
+        ax.set_xticks(x, [factor_value_label(factor, v) for v in values], rotation=30, ha="right")
         ax.set_title(title)
     axes[0].set_ylabel("test error (%)")
     handles, labels = axes[0].get_legend_handles_labels()
@@ -193,7 +198,9 @@ def factor_effects(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def _sort_key(factor: str):
+def factor_sort_key(factor: str) -> Callable[[object], object]:
+    """The order in which a factor's values are listed: batch sizes by size, activations
+    and optimizers in the book's order (sigmoid first, as in Ioffe & Szegedy)."""
     if factor == "batch_size":
         return float
     order = ["sigmoid", "tanh", "relu", "leaky_relu", "softplus", "sgd", "adam"]
@@ -241,7 +248,9 @@ def factor_curves(df: pd.DataFrame, factor: str, value) -> Figure:
     rates = ", ".join(
         f"{NORM_LABELS[n]} {best.set_index('norm').loc[n, 'lr']:g}" for n in ("none", "bn")
     )
-    fig.suptitle(f"{FACTORS[factor]}: {_value_label(factor, value)} (best learning rates: {rates})")
+    fig.suptitle(
+        f"{FACTORS[factor]}: {factor_value_label(factor, value)} (best learning rates: {rates})"
+    )
     return fig
 
 

@@ -19,8 +19,10 @@ def factor_explorer(frame) -> Slicer:
     options = []
     for factor, title in figures.FACTORS.items():
         values = figures.factor_values(frame, factor)[factor].unique()
-        for value in sorted(values, key=figures._sort_key(factor)):
-            options.append((f"{title}: {figures._value_label(factor, value)}", (factor, value)))
+        for value in sorted(values, key=figures.factor_sort_key(factor)):
+            options.append(
+                (f"{title}: {figures.factor_value_label(factor, value)}", (factor, value))
+            )
     baseline = next(v for label, v in options if v == ("activation", "sigmoid"))
     controls = {
         "setting": w.Dropdown(
