@@ -70,8 +70,14 @@ def check_whole_number(
     """A guard: :func:`whole_number`'s check, for code that goes on using ``value`` as is.
 
     Raises:
-        TypeError: not a whole number. ValueError: outside ``low..high``.
+        TypeError: not a whole number (a string of digits is told its int). ValueError:
+            outside ``low..high``.
     """
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        raise TypeError(
+            f"{name} must be a whole number (an int), got the string {value!r}. "
+            f"Fix: pass {name}={int(value)}"
+        )
     whole_number(value, name, low, high, note)
 
 
@@ -112,14 +118,18 @@ def check_number(
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fallback = above + 1 if above is not None else low if low is not None else high
+        example = 1.0 if fallback is None else float(fallback)
         try:
-            example = f"{float(value)!r}"  # "0.1" -> 0.1
+            parsed = float(value)  # "0.1" -> 0.1, if that is a valid value
+            if math.isfinite(parsed) and _within(parsed, low, high, above):
+                example = parsed
         except (TypeError, ValueError):
-            example = f"{low if low is not None else above if above is not None else 1.0}"
+            pass
         also = " or None" if allow_none else ""
         raise TypeError(
             f"{name} must be a number{also}, got {value!r} ({type(value).__name__}). "
-            f"Fix: pass a float, e.g. {name}={example}"
+            f"Fix: pass a float, e.g. {name}={example!r}"
         )
     if math.isnan(value):
         raise ValueError(f"{name} must be a number, got NaN")
@@ -132,6 +142,15 @@ def check_number(
     ]
     if any(bounds):
         raise ValueError(f"{name} must be {' and '.join(b for b in bounds if b)}, got {value}")
+
+
+def _within(value: float, low: float | None, high: float | None, above: float | None) -> bool:
+    """Whether ``value`` lies within :func:`check_number`'s bounds."""
+    return (
+        (low is None or value >= low)
+        and (high is None or value <= high)
+        and (above is None or value > above)
+    )
 
 
 def check_numbers(values: Sequence[object], name: str, **bounds: float | bool | None) -> None:
@@ -168,8 +187,9 @@ def check_full_precision(dtype: torch.dtype | None, name: str) -> None:
     if dtype in REDUCED_PRECISION:
         raise TypeError(
             f"{name} is {dtype}: bnlib's BatchNorm computes its batch statistics in the "
-            "input's dtype, and in float16 (x - mean)**2 overflows for activations above "
-            "~256 (every channel then outputs 0). Fix: run the model in float32 "
+            "input's dtype; in float16 (x - mean)**2 overflows for activations above ~256 "
+            "(every channel then outputs 0), and bfloat16's 8-bit mantissa is too coarse "
+            "for a mean and a variance. Fix: run the model in float32 "
             "(model.float(), or leave BN out of torch.autocast), or use torch.nn.BatchNorm1d/2d, "
             "which computes the statistics in float32 under mixed precision"
         )

@@ -110,6 +110,7 @@ def batch_norm_forward(
         ValueError: if a channel has a single value (its variance would be 0 and
             :math:`\hat x` identically 0), which is what PyTorch refuses too.
     """
+    arguments.check_full_precision(x.dtype, "the input")
     _require_floating(x)
     dims = _reduce_dims(x)
     if _values_per_channel(x) <= 1:

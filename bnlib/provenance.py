@@ -159,35 +159,76 @@ def _guard_names(tree: ast.AST) -> tuple[set[str], set[str]]:
     return modules, functions
 
 
+#: What a guard's arguments may not contain: anything that could do something besides
+#: reading a value (a call, an assignment expression, a generator's step).
+_ACTIVE = (ast.Call, ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom)
+_TRY = (ast.Try, getattr(ast, "TryStar", ast.Try))  # try/except* from Python 3.11
+
+
+def _bound_names(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    """The names ``function`` binds itself (parameters, assignments, loop and ``with``
+    targets, imports): inside it, such a name is not the module's."""
+    args = function.args
+    names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
+    names |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+    for node in ast.walk(function):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
 def _strip_guards(tree: ast.AST) -> None:
     """Remove, in place, every statement that is a bare call to an argument guard
     (``arguments.check_number(gain, "gain")``): it raises or does nothing, so it cannot
     change what a computation that completes computes. A block left empty becomes
-    ``pass``."""
+    ``pass``.
+
+    Only plain guards go: the module's own name for the guard (not one a function rebinds
+    to something else), arguments that only read values (no call, no ``:=``), and not
+    inside a ``try`` (where catching the guard's error could change what follows).
+    Anything else stays in the hash, which errs on the safe side: a stale result."""
     modules, functions = _guard_names(tree)
     if not modules and not functions:
         return
 
-    def is_guard(statement: ast.stmt) -> bool:
+    def is_guard(statement: ast.stmt, shadowed: set[str]) -> bool:
         if not (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)):
             return False
-        called = statement.value.func
-        if isinstance(called, ast.Name):
-            return called.id in functions
-        return (
-            isinstance(called, ast.Attribute)
-            and called.attr.startswith("check_")
-            and isinstance(called.value, ast.Name)
-            and called.value.id in modules
+        call = statement.value
+        if isinstance(call.func, ast.Name):
+            named = call.func.id in functions and call.func.id not in shadowed
+        else:
+            named = (
+                isinstance(call.func, ast.Attribute)
+                and call.func.attr.startswith("check_")
+                and isinstance(call.func.value, ast.Name)
+                and call.func.value.id in modules
+                and call.func.value.id not in shadowed
+            )
+        passive = not any(
+            isinstance(node, _ACTIVE)
+            for argument in [*call.args, *(k.value for k in call.keywords)]
+            for node in ast.walk(argument)
         )
+        return named and passive
 
-    for node in ast.walk(tree):
+    def visit(node: ast.AST, shadowed: set[str], in_try: bool) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            shadowed = shadowed | _bound_names(node)
+        if isinstance(node, _TRY):
+            in_try = True
         for field in ("body", "orelse", "finalbody"):
             block = getattr(node, field, None)
-            if isinstance(block, list) and any(isinstance(s, ast.Expr) for s in block):
-                kept = [s for s in block if not is_guard(s)]
+            if not in_try and isinstance(block, list) and block:
+                kept = [s for s in block if not is_guard(s, shadowed)]
                 if len(kept) < len(block):
                     setattr(node, field, kept or [ast.Pass()])
+        for child in ast.iter_child_nodes(node):
+            visit(child, shadowed, in_try)
+
+    visit(tree, set(), False)
 
 
 def _strip(tree: ast.AST) -> ast.AST:

@@ -23,26 +23,45 @@ def test_every_guard_is_public_and_documented():
         assert inspect.getdoc(getattr(arguments, name)), name
 
 
-@pytest.mark.parametrize("name", _guards())
-def test_a_guard_returns_nothing_and_writes_nothing(name):
-    """A guard's body may read, call and raise; it may not return a value or write into
-    anything but its own local names, so that leaving its bare calls out of the code hash
-    cannot hide a change of what is computed."""
+#: The calls a guard (and :func:`bnlib.arguments.whole_number`, which guards delegate to)
+#: may make: reading and formatting values, and each other.
+ALLOWED_CALLS = {
+    "whole_number", "check_number", "_within", "len", "enumerate", "isinstance", "float",
+    "int", "round", "max", "any", "type", "repr", "TypeError", "ValueError",
+    "math.isnan", "math.isinf", "math.isfinite", "format", "join", "strip", "lstrip",
+    "isdigit",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*_guards(), "whole_number", "_within"])
+def test_a_guard_returns_nothing_and_changes_nothing(name):
+    """A guard's body may read values, format messages and raise; it may not return a
+    value (whole_number aside: guards discard it), write into anything but its own local
+    names, yield, or call anything but :data:`ALLOWED_CALLS`, so that leaving its bare
+    calls out of the code hash cannot hide a change of what is computed."""
     tree = ast.parse(inspect.getsource(getattr(arguments, name)))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Return):
+        if isinstance(node, ast.Return) and name.startswith("check_"):
             assert node.value is None, f"{name} returns a value"
-        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+        if isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 assert isinstance(target, ast.Name), f"{name} writes into {ast.unparse(target)}"
-        assert not isinstance(node, ast.Global | ast.Nonlocal | ast.Delete), name
+        forbidden = (ast.AugAssign, ast.Global, ast.Nonlocal, ast.Delete, ast.Yield)
+        assert not isinstance(node, forbidden), f"{name}: {ast.unparse(node)}"
+        if isinstance(node, ast.Call):
+            called = ast.unparse(node.func)
+            short = called.rsplit(".", 1)[-1] if isinstance(node.func, ast.Attribute) else called
+            assert called in ALLOWED_CALLS or short in ALLOWED_CALLS, f"{name} calls {called}"
 
 
 @pytest.mark.parametrize(
     ("value", "bounds", "error", "message"),
     [
         ("0.1", {}, TypeError, r"lr must be a number, got '0.1' \(str\). Fix: .* lr=0.1"),
+        ("abc", {"above": 0}, TypeError, r"e\.g\. lr=1\.0$"),  # a valid example
+        ("-0.1", {"above": 0}, TypeError, r"e\.g\. lr=1\.0$"),  # not the refused -0.1
+        ("nan", {}, TypeError, r"e\.g\. lr=1\.0$"),
         (True, {}, TypeError, "lr must be a number"),
         (None, {}, TypeError, "lr must be a number"),
         (float("nan"), {}, ValueError, "lr must be a number, got NaN"),
@@ -80,3 +99,5 @@ def test_sequences_name_the_position():
     with pytest.raises(ValueError, match="models must hold at least one item"):
         arguments.check_nonempty([], "models")
     assert arguments.check_whole_number(np.int64(3), "n", low=1) is None
+    with pytest.raises(TypeError, match=r"got the string '4'\. Fix: pass n=4"):
+        arguments.check_whole_number("4", "n", low=1)

@@ -213,8 +213,15 @@ def test_ioffe_figure1_refuses_units_and_probes_it_cannot_measure(kwargs, error,
         experiments.ioffe_figure1(steps=1, seeds=(0,), points=2, **kwargs)
 
 
-@pytest.mark.parametrize(("std", "message"), [(-1, "std must be > 0, got -1"), (0, "> 0")])
-def test_sigmoid_saturation_refuses_a_spread_that_is_not_positive(std, message):
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"std": -1}, "std must be > 0, got -1"),
+        ({"std": 0}, "std must be > 0, got 0"),
+        ({"points": 1}, "points must be >= 2, got 1"),
+    ],
+)
+def test_sigmoid_saturation_refuses_a_spread_or_grid_it_cannot_draw(kwargs, message):
     """Issue 32's case: negative densities (std=-1) and all NaN (std=0) were stored."""
     with pytest.raises(ValueError, match=message):
-        experiments.sigmoid_saturation(std=std)
+        experiments.sigmoid_saturation(**kwargs)

@@ -307,6 +307,9 @@ def test_stacked_run_rejects_a_fractional_batch_size_and_no_steps():
         (Member(lr=0.1, seed=1.5), {}, TypeError, r"members\[0\]\.seed must be a whole number"),
         (Member(lr=0.1, gain=float("nan")), {}, ValueError, r"members\[0\]\.gain .* NaN"),
         (Member(lr=0.1), {"divergence_ratio": float("nan")}, ValueError, "divergence_ratio"),
+        (Member(lr=0.1), {"divergence_ratio": 0.5}, ValueError, "divergence_ratio must be > 1"),
+        (Member(lr=0.1, momentum=-0.9), {}, ValueError, r"members\[0\]\.momentum must be >= 0"),
+        (Member(lr=0.1, weight_decay=-1), {}, ValueError, r"members\[0\]\.weight_decay"),
     ],
 )
 def test_stacked_run_checks_every_number(small_mnist, member, kwargs, error, message):
@@ -322,6 +325,13 @@ def test_loss_trace_and_train_refuse_bad_counts(small_mnist):
         run.loss_trace(-1)
     with pytest.raises(TypeError, match="seed must be a whole number"):
         train(MLP(), small_mnist, steps=1, batch_size=10, lr=0.1, seed=1.5)
+    for bad, message in [
+        ({"momentum": -0.9}, "momentum must be >= 0"),
+        ({"weight_decay": float("nan")}, "weight_decay must be a number, got NaN"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            train(MLP(), small_mnist, **{"steps": 1, "batch_size": 10, "lr": 0.1, **bad})
 
 
 def test_inputs_and_labels_of_different_lengths_are_refused(small_mnist):

@@ -108,3 +108,12 @@ def test_running_statistics_rejects_a_momentum_outside_0_1():
     must hold for assignment too, not only for the constructor."""
     with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\].*got 2\.0"):
         experiments.running_statistics(steps=2, momenta=(2.0,), points=2)
+
+
+@pytest.mark.parametrize("probe_examples", [0, -3])
+def test_bias_blowup_refuses_a_probe_it_cannot_take(probe_examples):
+    """Issue 32's kind of case: a negative count sliced from the end of the data."""
+    with pytest.raises(
+        ValueError, match=f"probe_examples must be in 1..60000, got {probe_examples}"
+    ):
+        experiments.bias_blowup(steps=1, probe_examples=probe_examples)

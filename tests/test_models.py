@@ -157,6 +157,7 @@ def test_convolutional_widths_must_be_positive_ints():
         (lambda: ResNet(depth=20.0), TypeError, r"depth must be a whole number.*depth=20"),
         (lambda: ResNet(depth=20, in_channels=0), ValueError, "in_channels must be >= 1, got 0"),
         (lambda: stack_members([]), ValueError, "models must hold at least one item"),
+        (lambda: ResNet(depth=20, classes=0), ValueError, "classes must be >= 1, got 0"),
     ],
 )
 def test_bad_numbers_are_clear_errors(make, error, message):

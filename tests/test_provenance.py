@@ -281,3 +281,35 @@ def test_no_private_name_is_used_across_modules():
             ):
                 found.add((module, aliases[node.value.id], node.attr))
     assert found - PRIVATE_IMPORTS_KEPT == set()
+
+
+@pytest.mark.parametrize(
+    ("body", "without_guard"),
+    [
+        ('    arguments.check_number((y := lr * 2), "lr")\n    lr = y\n', "    lr = y\n"),
+        ('    arguments.check_number(abs(lr), "lr")\n', ""),
+        (
+            '    try:\n        arguments.check_number(lr, "lr")\n    except ValueError:\n'
+            "        lr = 0.1\n",
+            "    try:\n        pass\n    except ValueError:\n        lr = 0.1\n",
+        ),
+        (
+            "    def inner(arguments):\n        arguments.check_x(lr)\n    inner(xs)\n",
+            "    def inner(arguments):\n        pass\n    inner(xs)\n",
+        ),
+    ],
+    ids=["walrus", "call", "try", "shadowed"],
+)
+def test_a_guard_that_could_do_something_stays_in_the_hash(package, body, without_guard):
+    """Only plain guards leave the hash: a guard whose arguments compute, one inside a
+    ``try`` that may catch its error, or a name a function rebinds, all stay in."""
+    source = package / "experiments" / "guarded.py"
+    module = "bnlib.experiments.guarded"
+
+    def hash_with(statement: str) -> str:
+        source.write_text(
+            f"from bnlib import arguments\n\n\ndef run(lr, xs):\n{statement}    return lr\n"
+        )
+        return computation_hash(module, package, function="run")
+
+    assert hash_with(body) != hash_with(without_guard)

@@ -133,7 +133,7 @@ def ioffe_figure1(
     """
     arguments.check_whole_number(probe_examples, "probe_examples", low=2, high=60_000)
     arguments.check_whole_numbers(
-        units, "units[{}]", low=0, high=99, note=" (a hidden layer has 100 units)"
+        units or (), "units[{}]", low=0, high=99, note=" (a hidden layer has 100 units)"
     )
     dev = pick_device(device)
     train_split = datasets.load("mnist", "train", dev)

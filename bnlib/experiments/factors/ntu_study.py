@@ -209,7 +209,7 @@ def layer_diagnostics(
         ``diverged``.
     """
     whole_number(steps, "steps", 1)
-    arguments.check_whole_number(probe_examples, "probe_examples", low=1, high=60_000)
+    arguments.check_whole_number(probe_examples, "probe_examples", low=1)
     dev = pick_device(device)
     train = datasets.load(dataset, "train", dev)
     batch = subset_split(train, probe_examples)
