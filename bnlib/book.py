@@ -26,6 +26,7 @@ both; ``smoke`` for the tests that execute every chapter in seconds.
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 import os
@@ -118,7 +119,31 @@ class FullResult:
         return self.result.meta
 
 
+#: The committed results read so far, by folder, with the files' signature when read: a
+#: chapter asks for a result's frame, its provenance and its claims, and reads it once.
+_READ: dict[Path, tuple[tuple, list[Result]]] = {}
+
+
+def _signature(folder: Path) -> tuple:
+    """Names, sizes and modification times of a result folder's files."""
+    return tuple(
+        (path.name, path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(folder.glob("*"))
+        if path.suffix in (".json", ".parquet")
+    )
+
+
 def _stored(folder: Path) -> list[Result]:
+    """The usable results in a committed result folder (a clear error for any other
+    file), read once while the folder's files are unchanged; each call gets its own copy,
+    so that a chapter that edits a frame edits no other chapter's."""
+    signature = _signature(folder)
+    if folder not in _READ or _READ[folder][0] != signature:
+        _READ[folder] = (signature, _read_stored(folder))
+    return [Result(r.frame.copy(), copy.deepcopy(r.meta), r.path) for r in _READ[folder][1]]
+
+
+def _read_stored(folder: Path) -> list[Result]:
     found = []
     for meta_path in sorted(folder.glob("*.json")):
         parquet = meta_path.with_suffix(".parquet")

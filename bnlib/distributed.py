@@ -31,7 +31,6 @@ not part of any result's cache key (:data:`bnlib.provenance.NOT_COMPUTATION`).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import socket
 import time
@@ -95,22 +94,13 @@ def split_key(name: str, config: dict) -> str | None:
     """
     from bnlib import experiments
 
-    full = _with_defaults(name, config)
-    for key in experiments.get(name).shard_on:
+    experiment = experiments.get(name)
+    full = experiment.with_defaults(config)
+    for key in experiment.shard_on:
         values = full.get(key)
         if isinstance(values, (list, tuple)) and len(values) > 1:
             return key
     return None
-
-
-def _with_defaults(name: str, config: dict) -> dict:
-    """``config`` with the experiment function's defaults for the arguments it leaves out
-    (a sweep the profile does not set, such as the normalizations compared)."""
-    from bnlib import experiments
-
-    parameters = inspect.signature(experiments.get(name).function).parameters.values()
-    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
-    return {**defaults, **config}
 
 
 def shards(name: str, config: dict) -> list[Shard]:
@@ -123,7 +113,9 @@ def shards(name: str, config: dict) -> list[Shard]:
     key = split_key(name, config)
     if key is None:
         return [Shard(None, None, dict(config))]
-    values = _with_defaults(name, config)[key]
+    from bnlib import experiments
+
+    values = experiments.get(name).with_defaults(config)[key]
     return [Shard(key, value, {**config, key: [value]}) for value in values]
 
 
@@ -222,10 +214,8 @@ def _compute_shard(
     # Ray gives a one-CPU task one thread; on a CPU torch's sums depend on the thread
     # count, so a shard uses the driver's (and asks Ray for that many CPUs)
     torch.set_num_threads(threads)
-    function = experiments.get(name).function
-    extra = {"device": device} if "device" in inspect.signature(function).parameters else {}
     start = time.perf_counter()
-    frame = function(**config, **extra)
+    frame = experiments.get(name).call(config, device)
     return frame, {
         "device": device_description(device),
         "torch_version": torch.__version__,
@@ -292,7 +282,7 @@ class RayRunner:
         """The device a shard of ``name`` computes on (None: the experiment takes none)."""
         from bnlib import experiments
 
-        if "device" not in inspect.signature(experiments.get(name).function).parameters:
+        if not experiments.get(name).takes_device:
             return None
         if device is None:
             return "cuda" if self.gpus else "cpu"

@@ -15,7 +15,6 @@ exactly with the steps.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import time
@@ -55,12 +54,7 @@ def work(config: dict) -> float:
 def full_arguments(name: str, profile: str) -> dict:
     """Experiment ``name``'s arguments in ``profile``, with the function's defaults filled in."""
     experiment = experiments.get(name)
-    defaults = {
-        k: p.default
-        for k, p in inspect.signature(experiment.function).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    return {**defaults, **experiment.profiles[profile]}
+    return experiment.with_defaults(experiment.profiles[profile])
 
 
 def _cached_meta(name: str, profile: str) -> dict | None:

@@ -219,12 +219,6 @@ def _seed_spread(stored: pd.DataFrame, numeric: list[str]) -> pd.DataFrame | Non
     return stored.groupby(group, dropna=False)[columns].std()
 
 
-def _call(name: str, config: dict, device: str) -> pd.DataFrame:
-    experiment = experiments.get(name)
-    takes_device = "device" in experiment.function.__code__.co_varnames
-    return experiment.function(**config, **({"device": device} if takes_device else {}))
-
-
 def _regenerate(name: str) -> str:
     return (
         f"regenerate it with `python -m bnlib run {name} --profile full --force` (from a "
@@ -259,7 +253,7 @@ def drift(name: str, device: str = "cpu") -> tuple[int, str | None]:
             _regenerate(name) + ", or revalidate it: `python -m bnlib status --revalidate`"
         )
     config = prefix_config({**stored.meta["config"], **spec.subset, **spec.prefix})
-    fresh = _call(name, config, device)
+    fresh = experiments.get(name).call(config, device)
     result = compare(stored.frame, fresh, rtol=spec.rtol, atol=spec.atol, prefix=True)
     if result.agrees:
         return result.rows, None
@@ -285,7 +279,7 @@ def reproduce(name: str, device: str = "cpu") -> tuple[Comparison, dict, float]:
     spec = experiments.get(name).reproduction
     config = {**stored.meta["config"], **spec.subset}
     start = time.perf_counter()
-    fresh = _call(name, config, device)
+    fresh = experiments.get(name).call(config, device)
     wall = time.perf_counter() - start
     comparison = compare(
         stored.frame, fresh, rtol=spec.rtol, atol=spec.atol, seed_spread=spec.seed_spread

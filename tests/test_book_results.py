@@ -232,3 +232,23 @@ def test_an_unusable_cached_result_counts_as_absent_in_status(results, text):
     with pytest.warns(UserWarning, match="computing it again"):
         table = status()
     assert table.set_index("experiment").loc["sigmoid_saturation", "quick"] == "-"
+
+
+def test_a_committed_result_is_read_once_and_each_caller_gets_its_own_copy(results, monkeypatch):
+    """A chapter asks for a result's frame, its provenance line and its claims: the files
+    are read once while unchanged, and an edit to one caller's frame reaches no other."""
+    experiments.run("sigmoid_saturation", "full")  # a committed result, in tmp_path
+    reads = []
+    read = book._read_stored
+    monkeypatch.setattr(book, "_read_stored", lambda folder: reads.append(folder) or read(folder))
+    first = book.result("sigmoid_saturation")
+    first.frame.loc[:, "density"] = -1.0
+    first.meta["config"]["std"] = 99
+    second = book.result("sigmoid_saturation")
+    book.provenance_note("sigmoid_saturation")
+    assert len(reads) == 1
+    assert (second.frame["density"] >= 0).all() and second.meta["config"].get("std") != 99
+    meta_path = next((results / "full" / "sigmoid_saturation").glob("*.json"))
+    meta_path.write_text(meta_path.read_text() + " ")  # the files changed: read again
+    book.result("sigmoid_saturation")
+    assert len(reads) == 2

@@ -137,6 +137,22 @@ class Experiment:
         """The first line of the function's docstring."""
         return (self.function.__doc__ or "").strip().splitlines()[0]
 
+    @property
+    def takes_device(self) -> bool:
+        """Whether the function has a ``device`` argument (pure NumPy ones do not)."""
+        return "device" in inspect.signature(self.function).parameters
+
+    def with_defaults(self, config: dict) -> dict:
+        """``config`` with the function's defaults for the arguments it leaves out (a
+        sweep a profile does not set, such as the normalizations compared)."""
+        parameters = inspect.signature(self.function).parameters.values()
+        defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+        return {**defaults, **config}
+
+    def call(self, config: dict, device: str | None = None) -> pd.DataFrame:
+        """The function run on ``config``, on ``device`` where it takes one."""
+        return self.function(**config, **({"device": device} if self.takes_device else {}))
+
 
 REGISTRY: dict[str, Experiment] = {}
 
@@ -250,13 +266,12 @@ def run(
     committed = chosen == "full" and config == experiment.profiles["full"]
     if committed:
         ensure_committable(name)
-    takes_device = "device" in inspect.signature(experiment.function).parameters
-    extra = {"device": device} if takes_device else {}
+    takes_device = experiment.takes_device
     where: dict = {}
 
     def computed() -> pd.DataFrame:
         if compute is None:
-            return experiment.function(**config, **extra)
+            return experiment.call(config, device)
         frame, record = compute(name, config, device if takes_device else None)
         # the workers' device and versions replace the driver's in the provenance
         where.update(record)
