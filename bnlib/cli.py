@@ -149,7 +149,7 @@ def _ray_errors() -> tuple[type[Exception], ...]:
 def _run(args: argparse.Namespace) -> int:
     from bnlib import experiments
     from bnlib.device import pick_device
-    from bnlib.status import run_all
+    from bnlib.status import pending, run_all
 
     if args.ray not in (None, "local") and not args.experiment and not args.all:
         experiments.load_all()
@@ -165,18 +165,18 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--set applies to one experiment, not to --all")
     overrides = {} if args.all else _overrides(args.experiment, args.set)  # names checked first
     runner = None
-    if args.ray is not None:
-        from bnlib.distributed import RayRunner
+    if args.ray is not None and not (args.all and not pending(profile, args.force)):
+        from bnlib.distributed import RayRunner  # started only when there is work for it
 
         runner = RayRunner(None if args.ray == "local" else args.ray)
         # each shard picks the cluster's device unless one is named
         device = args.device
     else:
         device = str(pick_device(args.device))
-    if args.all:
-        run_all(profile, device, force=args.force, runner=runner)
-        return 0
     try:
+        if args.all:
+            run_all(profile, device, force=args.force, runner=runner)
+            return 0
         result = experiments.run(
             args.experiment,
             profile,

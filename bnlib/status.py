@@ -30,7 +30,15 @@ from bnlib.results import load, results_dir
 if TYPE_CHECKING:
     from bnlib.distributed import RayRunner
 
-__all__ = ["estimate_seconds", "format_status", "full_arguments", "run_all", "status", "work"]
+__all__ = [
+    "estimate_seconds",
+    "format_status",
+    "full_arguments",
+    "pending",
+    "run_all",
+    "status",
+    "work",
+]
 
 
 def work(config: dict) -> float:
@@ -184,7 +192,9 @@ def _cost_line(table: pd.DataFrame) -> str:
     )
 
 
-def _pending(profile: str, force: bool) -> list[str]:
+def pending(profile: str, force: bool = False) -> list[str]:
+    """The experiments ``run --all`` would run at ``profile``: those whose result is
+    missing, or (full) not current or reproduced; all of them with ``force``. Sorted."""
     experiments.load_all()
     names = sorted(experiments.REGISTRY)
     if force:
@@ -212,7 +222,7 @@ def run_all(
     Raises:
         ShardFailedError: (with a runner) experiments whose shards failed, named.
     """
-    names = _pending(profile, force)
+    names = pending(profile, force)
     if not names:
         print(f"every {profile} result is present and current; nothing to run")
         return []

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,18 @@ def test_bench_refuses_an_output_in_a_missing_folder_before_running(tmp_path, ca
     missing = tmp_path / "no" / "such" / "bench.md"
     assert main(["bench", "--quick", "--output", str(missing)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_run_all_on_ray_with_nothing_to_run_starts_no_ray(monkeypatch, capsys):
+    """Every committed full result is current (the book's build requires it), so
+    `run --all --profile full --ray` has nothing to do and must not start or reach a
+    cluster first (it used to, and left it open)."""
+    from bnlib import distributed
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started with nothing to run")
+
+    monkeypatch.setattr(distributed.RayRunner, "__init__", refuse)
+    monkeypatch.setenv("BNLIB_RESULTS", str(Path(distributed.__file__).parents[1] / "results"))
+    assert main(["run", "--all", "--profile", "full", "--ray", "10.255.255.1:6379"]) == 0
+    assert "nothing to run" in capsys.readouterr().out
