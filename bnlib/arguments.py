@@ -87,7 +87,7 @@ def check_whole_numbers(
     """A guard: :func:`check_whole_number` on each of ``values``; ``name`` is a template
     with ``{}`` for the position (``"members[{}].seed"``)."""
     for i, value in enumerate(values):
-        whole_number(value, name.format(i), low, high, note)
+        check_whole_number(value, name.format(i), low, high, note)
 
 
 def check_number(

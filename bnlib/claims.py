@@ -448,11 +448,9 @@ def evidence_summary(claims: Sequence[Claim]) -> str:
         n = counts[status]
         if n:
             parts.append(f"{n} {one if n == 1 else many}")
-    other = len(claims) - sum(counts.values())
-    if other:
-        parts.append(f"{other} not checked")
     noun = "claim" if len(claims) == 1 else "claims"
-    return f"Evidence: {len(claims)} {noun} checked on the data; " + ", ".join(parts)
+    checked = " checked on the data" if not counts[NOT_CHECKED] else ""
+    return f"Evidence: {len(claims)} {noun}{checked}; " + ", ".join(parts)
 
 
 #: How the summary of an evidence block names each status (one, several).
@@ -460,6 +458,9 @@ SUMMARY_WORDS = {
     HOLDS: ("holds", "hold"),
     DISAGREES: ("disagrees with the paper", "disagree with the paper"),
     NOT_COMPARABLE: ("not comparable (setup differs)", "not comparable (setup differs)"),
+    DOES_NOT_HOLD: ("does not hold", "do not hold"),
+    AGREES_NOW: ("agrees with the paper after all", "agree with the paper after all"),
+    NOT_CHECKED: ("not checked", "not checked"),
 }
 
 

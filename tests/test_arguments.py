@@ -26,8 +26,8 @@ def test_every_guard_is_public_and_documented():
 #: The calls a guard (and :func:`bnlib.arguments.whole_number`, which guards delegate to)
 #: may make: reading and formatting values, and each other.
 ALLOWED_CALLS = {
-    "whole_number", "check_number", "_within", "len", "enumerate", "isinstance", "float",
-    "int", "round", "max", "any", "type", "repr", "TypeError", "ValueError",
+    "whole_number", "check_whole_number", "check_number", "_within", "len", "enumerate",
+    "isinstance", "float", "int", "round", "max", "any", "type", "repr", "TypeError", "ValueError",
     "math.isnan", "math.isinf", "math.isfinite", "format", "join", "strip", "lstrip",
     "isdigit",
 }  # fmt: skip
@@ -101,3 +101,10 @@ def test_sequences_name_the_position():
     assert arguments.check_whole_number(np.int64(3), "n", low=1) is None
     with pytest.raises(TypeError, match=r"got the string '4'\. Fix: pass n=4"):
         arguments.check_whole_number("4", "n", low=1)
+
+
+def test_a_sequence_of_whole_numbers_tells_a_digit_string_its_int():
+    with pytest.raises(
+        TypeError, match=r"members\[1\]\.seed must be a whole number .* pass members\[1\]\.seed=1"
+    ):
+        arguments.check_whole_numbers([0, "1"], "members[{}].seed", low=0)

@@ -192,3 +192,20 @@ def test_a_cell_s_claims_render_as_one_folded_evidence_block():
     summary = rendered.split("<summary>", 1)[1].split("</summary>", 1)[0]
     assert summary == ("Evidence: 3 claims checked on the data; 2 hold, 1 disagrees with the paper")
     assert [c["text"] for c in parse_rendered(rendered)] == [c.text for c in shown]
+
+
+def test_the_evidence_summary_names_unenforced_statuses():
+    """A claim checked against the other profile's data that does not hold is not "not
+    checked", and a block with unchecked claims does not say it was checked on the data."""
+    import dataclasses
+
+    from bnlib.claims import DOES_NOT_HOLD, NOT_CHECKED, evidence_summary
+
+    base = claim("x is positive", True, book=0.5)
+    shown = [base, dataclasses.replace(base, status=DOES_NOT_HOLD)]
+    assert (
+        evidence_summary(shown)
+        == "Evidence: 2 claims checked on the data; 1 holds, 1 does not hold"
+    )
+    shown.append(dataclasses.replace(base, status=NOT_CHECKED))
+    assert evidence_summary(shown) == "Evidence: 3 claims; 1 holds, 1 does not hold, 1 not checked"
