@@ -165,7 +165,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--set applies to one experiment, not to --all")
     overrides = {} if args.all else _overrides(args.experiment, args.set)  # names checked first
     runner = None
-    if args.ray is not None and not (args.all and not pending(profile, args.force)):
+    names = pending(profile, args.force) if args.all else None
+    if args.ray is not None and not (args.all and not names):
         from bnlib.distributed import RayRunner  # started only when there is work for it
 
         runner = RayRunner(None if args.ray == "local" else args.ray)
@@ -175,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
         device = str(pick_device(args.device))
     try:
         if args.all:
-            run_all(profile, device, force=args.force, runner=runner)
+            run_all(profile, device, force=args.force, runner=runner, names=names)
             return 0
         result = experiments.run(
             args.experiment,

@@ -203,26 +203,40 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
 
 
 def _compute_shard(
-    name: str, config: dict, device: str | None, threads: int
+    name: str, config: dict, device: str | None, threads: int, source: str
 ) -> tuple[pd.DataFrame, dict]:
-    """One shard, in a Ray worker: its frame, and what the worker was."""
+    """One shard, in a Ray worker: its frame, and what the worker was (device, versions,
+    host, and when it started and finished, in seconds since the epoch).
+
+    Raises:
+        ValueError: the worker's bnlib is not ``source`` (the driver's), checked before
+            any work: rows from other code must not be merged into the result.
+    """
     import torch
 
     from bnlib import experiments
     from bnlib.provenance import device_description, source_hash
 
+    here = source_hash()
+    if here != source:
+        raise ValueError(
+            f"this worker ({socket.gethostname()}) runs bnlib source {here}, the process that "
+            f"started the run has {source}: install that checkout on every node of the "
+            "cluster"
+        )
     # Ray gives a one-CPU task one thread; on a CPU torch's sums depend on the thread
     # count, so a shard uses the driver's (and asks Ray for that many CPUs)
     torch.set_num_threads(threads)
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
     frame = experiments.get(name).call(config, device)
     return frame, {
         "device": device_description(device),
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda or "",
-        "bnlib_source": source_hash(),
         "host": socket.gethostname(),
         "seconds": time.perf_counter() - start,
+        "started": started,
+        "finished": time.time(),
     }
 
 
@@ -306,7 +320,7 @@ class RayRunner:
         where = self._device(name, device)
         gpu = where is not None and where.startswith("cuda")
         task = self._task.options(num_cpus=1 if gpu else self.threads, num_gpus=1 if gpu else 0)
-        refs = [task.remote(name, part.config, where, self.threads) for part in parts]
+        refs = [task.remote(name, part.config, where, self.threads, self._source) for part in parts]
         self._submitted[key] = (parts, refs, where)
         self.total += len(parts)
         if self._on_progress is None:
@@ -321,11 +335,15 @@ class RayRunner:
         its metadata: ``cluster`` (address, resources, the split, the shards' workers and
         compute seconds) and ``provenance`` (the workers' device and versions).
 
+        The metadata's ``wall_time_s`` is the run's span on the cluster (its first shard's
+        start to its last shard's end), not the time this call waited.
+
         Raises:
             ShardFailedError: a shard's worker died :data:`RETRIES` + 1 times, a shard
-                raised (not retried: it would fail the same way), or the workers run other
-                bnlib code than this process; the message names the shard. The run's
-                other shards are cancelled and nothing is returned.
+                raised (not retried: it would fail the same way), or a worker runs other
+                bnlib code than this process (checked before it computes); the message
+                names the shard. The run's other shards are cancelled and nothing is
+                returned.
         """
         self.submit(name, config, device)
         parts, refs, where = self._submitted.pop(_key(name, config))
@@ -339,12 +357,6 @@ class RayRunner:
                     results[index] = self._ray.get(ready[0])
                 except Exception as error:
                     raise self._failure(name, parts[index], error) from error
-                if results[index][1]["bnlib_source"] != self._source:
-                    raise ShardFailedError(
-                        f"{name}: shard {parts[index].label} ran bnlib source "
-                        f"{results[index][1]['bnlib_source']}, this process has {self._source}: "
-                        "install this checkout on every node of the cluster; nothing was stored"
-                    )
                 self._advance()
         finally:
             self._cancel(pending)
@@ -367,7 +379,17 @@ class RayRunner:
             "torch_version": "; ".join(sorted({w["torch_version"] for w in workers})),
             "cuda_version": "; ".join(sorted({w["cuda_version"] for w in workers})),
         }
-        return frame, {"cluster": cluster, "provenance": provenance}
+        # the run's own span on the cluster, first shard's start to last shard's end: the
+        # driver may collect it long after (run --all collects one experiment at a time)
+        span = max(w["finished"] for w in workers) - min(w["started"] for w in workers)
+        wall = max(span, max(seconds))  # clocks of different hosts may disagree
+        return frame, {"cluster": cluster, "provenance": provenance, "wall_time_s": wall}
+
+    def cancel(self, name: str, config: dict) -> None:
+        """Stop a submitted run's shards (its result will not be collected)."""
+        submitted = self._submitted.pop(_key(name, config), None)
+        if submitted is not None:
+            self._cancel(submitted[1])
 
     def _failure(self, name: str, shard: Shard, error: Exception) -> ShardFailedError:
         task_error = getattr(self._ray.exceptions, "RayTaskError", ())

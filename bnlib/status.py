@@ -205,24 +205,32 @@ def pending(profile: str, force: bool = False) -> list[str]:
 
 
 def run_all(
-    profile: str, device: str | None, force: bool = False, runner: RayRunner | None = None
+    profile: str,
+    device: str | None,
+    force: bool = False,
+    runner: RayRunner | None = None,
+    names: list[str] | None = None,
 ) -> list[str]:
     """Run every experiment whose ``profile`` result is missing or stale (all if ``force``).
 
     Prints the plan first (on a CPU, with the estimated total time), then each
     experiment's own progress bars and, between experiments, the estimated time left.
-    With a ``runner`` (:class:`bnlib.distributed.RayRunner`) every experiment's shards are
-    put on the Ray cluster at once, each result is stored once its shards are in, and an
-    experiment whose shard fails does not stop the others: the failures are reported at
-    the end.
+    With a ``runner`` (:class:`bnlib.distributed.RayRunner`, which the caller closes)
+    every experiment's shards are put on the Ray cluster at once, each result is stored
+    once its shards are in, and an experiment that fails (a shard, or storing its result)
+    does not stop the others: the failures are reported at the end.
+
+    Args:
+        names: the experiments to run, if the caller has already asked :func:`pending`
+            (default: ask it).
 
     Returns:
         The names run.
 
     Raises:
-        ShardFailedError: (with a runner) experiments whose shards failed, named.
+        ShardFailedError: (with a runner) experiments that failed, named.
     """
-    names = pending(profile, force)
+    names = pending(profile, force) if names is None else names
     if not names:
         print(f"every {profile} result is present and current; nothing to run")
         return []
@@ -278,22 +286,22 @@ def _run_all_on_ray(
     )
     sys.stdout.flush()
     failed = []
-    try:
-        for name in names:  # all at once: the cluster runs whole experiments side by side
-            runner.submit(name, configs[name], device)
-        for i, name in enumerate(names, 1):
-            try:
-                result = experiments.run(
-                    name, profile, device=device, force=force, compute=runner.compute
-                )
-            except ShardFailedError as error:
-                failed.append(str(error))
-                print(f"[{i}/{len(names)}] {name}: failed (the others go on)")
-                continue
-            print(f"[{i}/{len(names)}] {name} -> {result.path}")
-            sys.stdout.flush()
-    finally:
-        runner.close()
+    for name in names:  # all at once: the cluster runs whole experiments side by side
+        runner.submit(name, configs[name], device)
+    for i, name in enumerate(names, 1):
+        try:
+            result = experiments.run(
+                name, profile, device=device, force=force, compute=runner.compute
+            )
+        # a failed shard, a bad device, a result that could not be stored: that
+        # experiment's problem, reported at the end; its shards have stopped
+        except (ShardFailedError, ValueError, OSError) as error:
+            runner.cancel(name, configs[name])
+            failed.append(str(error) if str(error).startswith(name) else f"{name}: {error}")
+            print(f"[{i}/{len(names)}] {name}: failed (the others go on)")
+            continue
+        print(f"[{i}/{len(names)}] {name} -> {result.path}")
+        sys.stdout.flush()
     if failed:
         raise ShardFailedError(
             f"{len(failed)} of {len(names)} experiments failed; the others were stored:\n"

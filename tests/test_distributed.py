@@ -177,3 +177,43 @@ def test_the_cli_says_what_to_install_without_ray(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails
     assert main(["run", "sigmoid_saturation", "--profile", "smoke", "--ray"]) == 2
     assert "pip install 'bnlib[ray]'" in capsys.readouterr().err
+
+
+def test_a_worker_with_other_bnlib_code_fails_before_computing(runner, results, monkeypatch):
+    from bnlib.distributed import ShardFailedError
+
+    name = "running_statistics"
+    # a million steps: the shard must be refused at once, not after computing
+    config = {**experiments.get(name).profiles["smoke"], "steps": 1_000_000, "momenta": [0.1]}
+    monkeypatch.setattr(runner, "_source", "0123456789abcdef")  # the driver's, as the workers see
+    start = time.monotonic()
+    with pytest.raises(ShardFailedError, match="runs bnlib source .* install that checkout"):
+        runner.compute(name, config, "cpu")
+    assert time.monotonic() - start < 60
+    assert not list(results.rglob("*.parquet"))
+
+
+def test_a_run_collected_late_records_its_time_on_the_cluster(runner, results):
+    name = "running_statistics"
+    config = experiments.get(name).profiles["smoke"]
+    runner.submit(name, config, "cpu")
+    refs = runner._submitted[next(iter(runner._submitted))][1]
+    ray.wait(refs, num_returns=len(refs))  # every shard done before the run is collected
+    time.sleep(2.0)
+    stored = experiments.run(name, "smoke", device="cpu", compute=runner.compute)
+    shard_seconds = stored.meta["cluster"]["shard_seconds"]
+    assert shard_seconds["max"] <= stored.meta["wall_time_s"] <= shard_seconds["sum"] + 1.0
+
+
+def test_run_all_on_ray_goes_on_past_an_experiment_it_cannot_store(runner, results, capsys):
+    from bnlib import status
+    from bnlib.distributed import ShardFailedError
+
+    (results / "smoke").mkdir()
+    (results / "smoke" / "sigmoid_saturation").write_text("a file where a folder goes")
+    names = ["sigmoid_saturation", "gradient_check"]
+    with pytest.raises(ShardFailedError, match="1 of 2 experiments failed.*sigmoid_saturation"):
+        status.run_all("smoke", "cpu", runner=runner, names=names)
+    assert list((results / "smoke" / "gradient_check").glob("*.parquet"))
+    assert "sigmoid_saturation: failed (the others go on)" in capsys.readouterr().out
+    assert not runner._submitted  # the failed experiment's shards were stopped

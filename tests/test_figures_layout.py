@@ -220,3 +220,31 @@ def test_what_else_figures_legends_are_below_the_panels():
         _assert_legends_below_the_data(fig)
     only = figures.bn_only(smoke("bn_only"))
     assert len(only.axes[0].patches) == 4  # one bar per training mode
+
+
+def _tick_labels_overlap(ax) -> bool:
+    """Whether two of the y axis's visible tick labels overlap on the canvas."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    low, high = sorted(ax.get_ylim())
+    ticks = [*ax.yaxis.get_major_ticks(), *ax.yaxis.get_minor_ticks()]
+    boxes = [
+        t.label1.get_window_extent(renderer)
+        for t in ticks
+        if t.label1.get_visible() and t.label1.get_text() and low <= t.get_loc() <= high
+    ]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+@pytest.mark.parametrize("span", [(1.5, 80.0), (0.15, 3.0), (2.0, 20.0)])
+def test_decade_labels_keep_a_log_axis_of_one_or_two_decades_legible(span):
+    from bnlib.figures.style import decade_labels
+
+    _, ax = plt.subplots(figsize=(7.5, 2.4))  # at 16-point labels matplotlib's own collide
+    ax.plot([0, 1], list(span))
+    ax.set_yscale("log")
+    decade_labels(ax)
+    assert not _tick_labels_overlap(ax)
+    shown = {t.label1.get_text() for t in ax.yaxis.get_minor_ticks() + ax.yaxis.get_major_ticks()}
+    assert {"2", "5", "10"} & shown  # plain numbers at 1, 2 and 5 times a power of ten

@@ -242,31 +242,37 @@ def spectrum_statistics(products: pd.DataFrame, networks: pd.DataFrame | None = 
     if networks is not None:
         net = spectrum_table(networks, ["activation", "norm", "depth"])
         markers = {"linear": "s", "relu": "^"}
+        filled = {"linear": False, "relu": True}  # shape and fill: two cues, not one
+        deepest = int(networks["depth"].max())
+        log_depth = deepest > 2 * depths.max()  # deep networks: a log axis, see below
+        # no BN a little left, BN a little right: where they agree, both stay visible
+        dodge = {"no BN": 0.9, "BN": 1.1} if log_depth else {"no BN": -0.2, "BN": 0.2}
         for (act, norm), part in net.groupby(["activation", "norm"]):
             color = PALETTE[NORM_LABELS[norm]]
+            shift = dodge.get(NORM_LABELS[norm], 1.0 if log_depth else 0.0)
+            x = part["depth"] * shift if log_depth else part["depth"] + shift
             for ax, metric in zip(axes, titles):
                 if metric == "median" and act == "relu":
                     continue  # about half the units are inactive: a median near 0
-                shown = part
                 column = "fraction_small_relative" if metric == "fraction_small" else metric
                 ax.plot(
-                    shown["depth"],
-                    shown[column],
+                    x,
+                    part[column],
                     markers[act],
                     color=color,
                     ms=7,
-                    mfc="none",
+                    mfc=color if filled[act] else "none",
                     mew=1.6,
                 )
         for act, mk in markers.items():
             if act in set(networks["activation"]):
                 for norm in ("no BN", "BN"):
+                    fill = PALETTE[norm] if filled[act] else "none"
                     handles.append(
-                        Line2D([], [], color=PALETTE[norm], marker=mk, ls="none", mfc="none")
+                        Line2D([], [], color=PALETTE[norm], marker=mk, ls="none", mfc=fill)
                     )
                     labels.append(f"{act} net, {norm}")
-        deepest = int(networks["depth"].max())
-        if deepest > 2 * depths.max():  # deep networks: a log axis keeps the products legible
+        if log_depth:  # deep networks: a log axis keeps the products legible
             ticks = [t for t in (1, 3, 10, 30, 100, 300, 1000) if t <= deepest]
             for ax in axes:
                 ax.set_xscale("log")

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from bnlib.figures.style import PALETTE, legend_below
+from bnlib.figures.style import PALETTE, decade_labels, legend_below
 
 __all__ = [
     "NORM_LABELS",
@@ -97,6 +97,7 @@ def landscape_over_training(df: pd.DataFrame, title: str | None = None) -> Figur
     for ax, (_, _, name) in zip(axes, panels):
         ax.set_yscale("log")
         ax.set_title(name)
+        decade_labels(ax)
     axes[-1].set_xlabel("training step")
     legend_below(fig, handles, [h.get_label() for h in handles])
     if title:
@@ -164,6 +165,7 @@ def lp_normalization(df: pd.DataFrame) -> Figure:
         axes[2].plot(part["layer"] + 1, part["scale_drift"], "o-", color=color, lw=1.8)
         handles.append(Line2D([], [], color=color, lw=2.5, label=label))
     axes[0].set(yscale="log", xlabel="training step", title="training loss (its batch)")
+    decade_labels(axes[0])
     axes[1].set(xlabel="convolution", title="movement of the mean (in std)")
     axes[2].set(xlabel="convolution", title="movement of log std")
     for ax in axes[1:]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ import matplotlib as mpl
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.legend import Legend
 
@@ -19,9 +21,11 @@ PALETTE = {
     "BN + noise": "#7570b3",
     "SkipInit": "#e7298a",
     "Fixup": "#1f78b4",
-    "ℓ1": "#66a61e",
-    "ℓ2": "#e6ab02",
-    "ℓ∞": "#a6761d",
+    # the l_p norms stand beside "no BN" (orange) and "BN" (green): blue, pink and grey,
+    # far from both
+    "ℓ1": "#0072b2",
+    "ℓ2": "#cc79a7",
+    "ℓ∞": "#4d4d4d",
     "LayerNorm": "#1f78b4",
     "GroupNorm": "#6a3d9a",
     "batch renorm": "#e7298a",
@@ -68,6 +72,33 @@ def set_style() -> None:
             "figure.constrained_layout.use": True,
         }
     )
+
+
+def decade_labels(ax: Axes, axis: str = "y") -> None:
+    """Readable labels on a log ``axis`` that spans one to two decades.
+
+    Matplotlib labels such an axis's minor ticks (2x10^0, 3x10^0, 4x10^0, ...), and at
+    the book's 16-point labels they overlap. Here the ticks at 1, 2 and 5 times a power
+    of ten are labelled, in plain numbers (0.2, 0.5, 1, 2, 5, 10, ...), and the others
+    not. Axes spanning less than a decade, or more than two (where matplotlib labels the
+    powers of ten only), keep matplotlib's labels.
+    Call it after the data are drawn (it reads the limits).
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    if target.get_scale() != "log" or low <= 0 or not 1 <= math.log10(high / low) <= 2:
+        return
+
+    def label(value: float, _position: int) -> str:
+        if value <= 0:
+            return ""
+        mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
+        return f"{value:g}" if min(abs(mantissa - m) for m in (1, 2, 5)) < 1e-6 else ""
+
+    target.set_major_formatter(FuncFormatter(label))
+    target.set_minor_formatter(FuncFormatter(label))
 
 
 def legend_below(

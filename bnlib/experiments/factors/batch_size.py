@@ -60,7 +60,8 @@ _SMALL_QUICK = {
     full={
         **_SMALL_QUICK,
         "examples": 12_000,
-        "base_lrs": [0.025, 0.1],
+        # five rates over a factor of 16: with two, every best rate was one of them
+        "base_lrs": [0.0125, 0.025, 0.05, 0.1, 0.2],
         "batch_sizes": [2, 4, 8, 16, 32, 64, 128],
     },
     reproduce=Reproduction(
