@@ -267,10 +267,21 @@ def _label(stored: FullResult) -> str:
     )
     validation = stored.validation
     if stored.current and validation is not None:
+        spread = validation.get("seed_spread")
+        how = (
+            # the subset's random draws differ from the full run's (they depend on how many
+            # models are stacked), so single values cannot agree; the seeds' spread decides
+            f"{validation['rows_compared']:,} rows recomputed, each column's median deviation "
+            f"within {spread:g} times the seeds' spread, as runs that draw other random "
+            f"numbers can only agree; largest single deviation "
+            f"{validation['max_abs_deviation']:.2g}"
+            if spread
+            else f"{validation['rows_compared']:,} rows recomputed, largest deviation "
+            f"{validation['max_abs_deviation']:.2g}"
+        )
         text += (
             f"; reproduced by the current code at git {validation['git_revision']} on "
-            f"{validation['date'][:10]} ({validation['rows_compared']:,} rows recomputed, "
-            f"largest deviation {validation['max_abs_deviation']:.2g})"
+            f"{validation['date'][:10]} ({how})"
         )
     if not stored.current:
         text += (

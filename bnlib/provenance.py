@@ -316,15 +316,37 @@ def computation_hash(
         A hexadecimal SHA-256 prefix of ``length`` characters.
     """
     root = Path(package_dir) if package_dir is not None else PACKAGE_DIR
+    # the same code hashes the same: keyed by the text of every file it can reach (bnlib's
+    # and the module's own, which may lie outside bnlib: a user's experiments)
+    start = _module_path(module, root)
+    key = (module, function, str(root), _tree_digest(root), _file_digest(start) if start else "")
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        if function is None:
+            for name in computation_modules(module, root):
+                digest.update(name.encode() + b"\0")
+                digest.update(_normalized_source(_module_path(name, root)).encode() + b"\0")
+        else:
+            for label, code in reached_definitions(module, function, root).items():
+                digest.update(label.encode() + b"\0" + code.encode() + b"\0")
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key][:length]
+
+
+#: Computation hashes already computed, by what they depend on (:func:`computation_hash`).
+_HASHES: dict[tuple, str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree_digest(root: Path) -> str:
+    """One digest of the text of every Python file under ``root``."""
     digest = hashlib.sha256()
-    if function is None:
-        for name in computation_modules(module, root):
-            digest.update(name.encode() + b"\0")
-            digest.update(_normalized_source(_module_path(name, root)).encode() + b"\0")
-    else:
-        for label, code in reached_definitions(module, function, root).items():
-            digest.update(label.encode() + b"\0" + code.encode() + b"\0")
-    return digest.hexdigest()[:length]
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -354,8 +376,24 @@ def _import_targets(node: ast.Import | ast.ImportFrom, module: str, root: Path) 
     return {(alias.asname or alias.name): f"{base}.{alias.name}" for alias in node.names}
 
 
+#: Parsed module indexes by (module, file, digest of its text): ``status`` hashes every
+#: experiment's code (three times each), and parsing and stripping the same modules again
+#: for each took most of its time. The text's digest keys it, so an edited file is parsed
+#: anew.
+_INDEXES: dict[tuple[str, str, str], _ModuleIndex] = {}
+
+
 def _index(module: str, root: Path) -> _ModuleIndex:
-    tree = _strip(ast.parse(_module_path(module, root).read_text()))
+    path = _module_path(module, root)
+    text = path.read_text()
+    key = (module, str(path), hashlib.sha256(text.encode()).hexdigest())
+    if key not in _INDEXES:
+        _INDEXES[key] = _parse_index(module, root, text)
+    return _INDEXES[key]
+
+
+def _parse_index(module: str, root: Path, text: str) -> _ModuleIndex:
+    tree = _strip(ast.parse(text))
     index = _ModuleIndex({}, {}, [])
     for node in tree.body:
         if isinstance(node, ast.Import | ast.ImportFrom):

@@ -252,3 +252,23 @@ def test_a_committed_result_is_read_once_and_each_caller_gets_its_own_copy(resul
     meta_path.write_text(meta_path.read_text() + " ")  # the files changed: read again
     book.result("sigmoid_saturation")
     assert len(reads) == 2
+
+
+@pytest.mark.parametrize("spread", [None, 2.0])
+def test_the_label_of_a_reproduced_result_says_how_it_was_compared(results, spread):
+    computed = experiments.run("sigmoid_saturation", "full")
+    meta_path = computed.path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    record = {
+        "code_hash": meta["code_hash"],
+        "git_revision": "0123456789ab",
+        "date": "2026-12-08T00:00:00Z",
+        "rows_compared": 1200,
+        "max_abs_deviation": 1.24,
+        "seed_spread": spread,
+    }
+    meta_path.write_text(json.dumps({**meta, "validations": [record]}))
+    text = repr(book.provenance_note("sigmoid_saturation"))
+    assert "reproduced by the current code at git 0123456789ab on 2026-12-08" in text
+    assert "1,200 rows recomputed" in text and "largest" in text and "1.2" in text
+    assert ("within 2 times the seeds' spread" in text) == (spread is not None)
