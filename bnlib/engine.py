@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,7 +36,6 @@ __all__ = [
     "preserved_state",
     "progress_bar",
     "train",
-    "train_probing",
 ]
 
 
@@ -217,78 +216,6 @@ def train(
         bar.update()
     bar.close()
     return pd.DataFrame(rows)
-
-
-def train_probing(
-    model: nn.Module,
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    steps: int,
-    lr: float,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    probe_at: Collection[int],
-    probe: Callable[[nn.Module, torch.Tensor, torch.Tensor], list[dict]],
-    weight_decay: float = 0.0,
-    divergence_ratio: float = 1e3,
-    desc: str = "training",
-) -> tuple[list[dict], int | None]:
-    r"""Train ``model`` by plain SGD, probing it before chosen steps on the very batch that
-    step trains on (what Santurkar et al.'s measurements need: internal covariate shift
-    and the landscape along the gradient are defined for the update about to be taken).
-
-    The update is :math:`\theta \leftarrow \theta - \eta\,(g + \lambda\theta)` (no
-    momentum; the weight-decay term only where :math:`\lambda > 0`). A run diverges at
-    the first step whose training loss is not finite or exceeds ``divergence_ratio``
-    times the first step's (the rule of :class:`StackedRun`); training stops there.
-
-    Args:
-        model: trained in place, in train mode.
-        batches: ``(x, y)`` per step, at least ``steps`` of them (``steps + 1`` when
-            ``steps`` is in ``probe_at``); a full-batch problem repeats one pair.
-        steps: number of updates.
-        lr, weight_decay: :math:`\eta > 0` and :math:`\lambda \ge 0`.
-        loss_fn: ``loss_fn(model(x), y)``, a scalar tensor (cross-entropy, or a
-            regression loss for the deep linear network).
-        probe_at: steps before which ``probe`` is called (0 = before any update;
-            ``steps`` = after the last).
-        probe: ``probe(model, x, y)`` returns rows (dicts); it must leave the model as it
-            found it (:func:`preserved_state`). It sees the model in train mode.
-
-    Returns:
-        ``(rows, diverged_at)``: the probes' rows, each with ``step`` added first, and
-        the step at which the run diverged (``None`` if it did not).
-    """
-    arguments.check_number(lr, "lr", above=0)
-    arguments.check_number(weight_decay, "weight_decay", low=0)
-    arguments.check_whole_number(steps, "steps", low=0)
-    arguments.check_number(divergence_ratio, "divergence_ratio", above=1, allow_inf=True)
-    rows: list[dict] = []
-    first_loss = math.nan
-    bar = progress_bar(steps, desc)
-    for step in range(steps + 1):
-        if step == steps and step not in probe_at:
-            break
-        x, y = next(batches)
-        model.train()
-        if step in probe_at:
-            rows += [{"step": step, **row} for row in probe(model, x, y)]
-        if step == steps:
-            break
-        loss = loss_fn(model(x), y)
-        value = loss.item()
-        first_loss = value if step == 0 else first_loss
-        if not math.isfinite(value) or value > divergence_ratio * first_loss:
-            bar.close()
-            return rows, step
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.grad is not None:
-                    p -= lr * (p.grad + weight_decay * p) if weight_decay else lr * p.grad
-        bar.update()
-    bar.close()
-    return rows, None
 
 
 # --------------------------------------------------------------------------------------

@@ -2,10 +2,10 @@ r"""How a training run ended: the book's one definition of *diverged* and of *co
 
 A run **diverges** when its loss stops being finite or grows more than
 :data:`DIVERGENCE_RATIO` times (Bjorck et al.'s threshold, as both summaries of the paper
-report it); :class:`bnlib.engine.StackedRun`, :func:`bnlib.engine.train_probing` and
-:mod:`bnlib.step` record it so. (The single-model loop :func:`bnlib.engine.train`, which
-the residual sweeps use, still stops only at a loss that is not finite: a second meaning
-that goes when those sweeps move to the one trainer.)
+report it); :class:`bnlib.engine.StackedRun` and :mod:`bnlib.step` record it so. (The
+single-model loop :func:`bnlib.engine.train`, which the residual sweeps use, still stops
+only at a loss that is not finite: a second meaning that goes when those sweeps move to
+the one trainer.)
 
 A run **collapses** when it does not diverge but ends no better than guessing: a network
 that gives every class the same probability has the cross-entropy

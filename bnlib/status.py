@@ -101,11 +101,9 @@ def status(device: str | None = None) -> pd.DataFrame:
     from bnlib.distributed import shards
 
     experiments.load_all()
-    rows, seconds, count = [], 0.0, 0
+    rows = []
     for name in sorted(experiments.REGISTRY):
         stored, state = _committed(name)
-        if stored is not None:
-            seconds, count = seconds + float(stored.meta["wall_time_s"]), count + 1
         rows.append(
             {
                 "experiment": name,
@@ -117,9 +115,7 @@ def status(device: str | None = None) -> pd.DataFrame:
                 "full run here": format_duration(estimate_seconds(name, device)),
             }
         )
-    table = pd.DataFrame(rows)
-    table.attrs["full_cost"] = (seconds, count)  # what format_status sums, read once
-    return table
+    return pd.DataFrame(rows)
 
 
 def full_cost() -> tuple[float, int]:
@@ -175,14 +171,12 @@ def format_status(table: pd.DataFrame) -> str:
         "uncommitted changes, which --revalidate also fixes); full took: the committed "
         "result's wall time where it was computed; ray shards: the tasks `run NAME --profile "
         "full --ray` splits it into; full run here: estimated from the quick run's wall time "
-        "on this device (unknown: no quick result from this device yet)."
-        + _cost_line(table)
-        + notes
+        "on this device (unknown: no quick result from this device yet)." + _cost_line() + notes
     )
 
 
-def _cost_line(table: pd.DataFrame) -> str:
-    seconds, count = table.attrs.get("full_cost") or full_cost()
+def _cost_line() -> str:
+    seconds, count = full_cost()
     if not count:
         return ""
     return (

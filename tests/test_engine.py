@@ -7,15 +7,7 @@ import pytest
 import torch
 
 from bnlib import data
-from bnlib.engine import (
-    Member,
-    StackedRun,
-    accuracy,
-    batch_indices,
-    log_steps,
-    train,
-    train_probing,
-)
+from bnlib.engine import Member, StackedRun, accuracy, batch_indices, log_steps, train
 from bnlib.models import MLP, member_gradients, unstack_member
 
 
@@ -351,81 +343,3 @@ def test_inputs_and_labels_of_different_lengths_are_refused(small_mnist):
         StackedRun("mlp", {}, [Member(lr=0.1)], mismatched, batch_size=10)
     with pytest.raises(ValueError, match="512 and 100"):
         train(MLP(), mismatched, steps=1, batch_size=10, lr=0.1)
-
-
-def _regression(steps: int, *, weight_decay: float = 0.0, lr: float = 0.1):
-    """A float64 linear regression trained by :func:`train_probing`, with a probe that
-    records the weight it sees and the batch it is shown."""
-    torch.manual_seed(0)
-    model = torch.nn.Linear(3, 1, bias=False).double()
-    start = model.weight.detach().clone()
-    pairs = [(torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64))]
-    pairs = pairs * (steps + 1)
-    seen = []
-
-    def probe(m, x, y):
-        seen.append((m.weight.detach().clone(), x))
-        return [{"weight_sum": float(m.weight.detach().sum())}]
-
-    rows, diverged_at = train_probing(
-        model,
-        iter(pairs),
-        steps=steps,
-        lr=lr,
-        weight_decay=weight_decay,
-        loss_fn=torch.nn.functional.mse_loss,
-        probe_at=set(range(steps + 1)),
-        probe=probe,
-        desc="",
-    )
-    return start, pairs, seen, rows, diverged_at, model
-
-
-@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_train_probing_probes_before_each_update_on_that_steps_batch(weight_decay):
-    lr = 0.1
-    start, pairs, seen, rows, diverged_at, model = _regression(3, weight_decay=weight_decay)
-    assert diverged_at is None
-    assert [r["step"] for r in rows] == [0, 1, 2, 3]
-    w = start
-    for step, (weight, x) in enumerate(seen):  # the update, written out in float64
-        assert torch.equal(x, pairs[step][0])
-        torch.testing.assert_close(weight, w, rtol=1e-12, atol=1e-12)
-        x, y = pairs[step]
-        grad = 2 * ((x @ w.T - y).T @ x) / len(y)
-        w = w - lr * (grad + weight_decay * w)
-    torch.testing.assert_close(model.weight.detach(), seen[-1][0], rtol=0, atol=0)
-
-
-def test_train_probing_stops_at_the_books_divergence_rule():
-    *_, rows, diverged_at, _ = _regression(20, lr=10.0)  # each step multiplies the error
-    assert diverged_at is not None and 1 <= diverged_at < 20
-    assert rows[-1]["step"] == diverged_at  # probed before the step that diverged
-    nan_batches = iter([(torch.full((4, 3), float("nan")), torch.zeros(4, 1))] * 2)
-    _, at = train_probing(
-        torch.nn.Linear(3, 1),
-        nan_batches,
-        steps=1,
-        lr=0.1,
-        loss_fn=torch.nn.functional.mse_loss,
-        probe_at=(),
-        probe=lambda m, x, y: [],
-    )
-    assert at == 0
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [({"lr": 0.0}, "lr"), ({"weight_decay": -1.0}, "weight_decay"), ({"steps": 1.5}, "steps")],
-)
-def test_train_probing_refuses_bad_numbers(kwargs, message):
-    arguments = {"steps": 1, "lr": 0.1, **kwargs}
-    with pytest.raises((TypeError, ValueError), match=message):
-        train_probing(
-            torch.nn.Linear(3, 1),
-            iter([]),
-            loss_fn=torch.nn.functional.mse_loss,
-            probe_at=(),
-            probe=lambda m, x, y: [],
-            **arguments,
-        )

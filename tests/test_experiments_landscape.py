@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from bnlib.engine import train_probing
 from bnlib.experiments import landscape as exp
 
 TINY_VGG = {"widths": (4, 8), "convs": 1, "batch_size": 16}
@@ -34,13 +33,14 @@ def test_probing_leaves_the_trained_network_exactly_as_training_alone_would(norm
         torch.manual_seed(0)
         model = exp.build_network("vgg", norm, widths=(4, 8), convs=1)
         batches, loss_fn, _ = exp._problem("vgg", 0, 0, 0, 16, 4, "cpu")
-        train_probing(
+        exp._train_probing(
             model,
             batches,
             steps=4,
             lr=0.1,
+            weight_decay=0.0,
             loss_fn=loss_fn,
-            probe_at={0, 1, 2, 3, 4} if probing else set(),
+            log_at={0, 1, 2, 3, 4} if probing else set(),
             probe=lambda m, x, y, f=loss_fn: along_gradient(m, x, y, [0.1, 1.0], f),
             desc="",
         )

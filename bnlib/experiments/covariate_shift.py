@@ -21,9 +21,10 @@ from torch import nn
 from bnlib import arguments, probes
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
-from bnlib.engine import Member, StackedRun, batch_indices, log_steps, train_probing
+from bnlib.engine import Member, StackedRun, batch_indices, log_steps
 from bnlib.experiments import Reproduction, register
 from bnlib.models import MLP
+from bnlib.progress import progress_bar
 from bnlib.setups import IOFFE_MLP, deep_linear_loss, deep_linear_network, deep_linear_problem
 
 __all__ = ["ics_over_training", "ioffe_figure1", "noisy_bn", "sigmoid_saturation"]
@@ -187,7 +188,7 @@ def _layer_groups(model: MLP) -> tuple[list[nn.Module], list[list[nn.Parameter]]
     return layers, [*groups, list(model.head.parameters())]
 
 
-def _measure_ics(
+def _train_measuring_ics(
     model: MLP,
     batches,
     *,
@@ -200,23 +201,37 @@ def _measure_ics(
 ) -> pd.DataFrame:
     """Plain SGD on ``batches`` (an iterator of ``(x, y)``), measuring ICS before the
     steps in ``log_at`` on the very batch and with the very update that training step
-    uses (Santurkar et al.'s definition; :func:`bnlib.engine.train_probing`)."""
+    uses (Santurkar et al.'s definition). A non-finite loss stops the run (diverged)."""
     layers, groups = _layer_groups(model)
-
-    def probe(m, x, y) -> list[dict]:
+    rows = []
+    bar = progress_bar(steps, desc)
+    for step in range(steps + 1):
+        if step == steps and step not in log_at:
+            break
+        x, y = next(batches)
+        model.train()
+        if step in log_at:
+            with torch.no_grad():
+                loss = float(loss_fn(model(x), y))
+            diverged = not np.isfinite(loss)
+            if not diverged:
+                ics = probes.internal_covariate_shift(model, layers, x, y, lr, loss_fn, groups)
+                rows += [
+                    {"step": step, "norm": label, "loss": loss, "diverged": False, **r} for r in ics
+                ]
+            else:
+                rows.append({"step": step, "norm": label, "loss": loss, "diverged": True})
+                break
+        if step == steps:
+            break
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
         with torch.no_grad():
-            loss = float(loss_fn(m(x), y))
-        if not np.isfinite(loss):
-            return [{"loss": loss, "diverged": True}]
-        ics = probes.internal_covariate_shift(m, layers, x, y, lr, loss_fn, groups)
-        return [{"loss": loss, "diverged": False, **r} for r in ics]
-
-    rows, diverged_at = train_probing(
-        model, batches, steps=steps, lr=lr, loss_fn=loss_fn, probe_at=log_at, probe=probe, desc=desc
-    )
-    if diverged_at is not None and not (rows and rows[-1]["diverged"]):
-        rows.append({"step": diverged_at, "loss": float("nan"), "diverged": True})
-    return pd.DataFrame(rows).assign(norm=label)
+            for p in model.parameters():
+                p -= lr * p.grad
+        bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
 
 
 @register(
@@ -278,7 +293,7 @@ def ics_over_training(
             train_split.x.device,
         )
         batches = ((train_split.x[i], train_split.y[i]) for i in order)
-        frame = _measure_ics(
+        frame = _train_measuring_ics(
             model,
             batches,
             steps=mlp_steps,
@@ -294,7 +309,7 @@ def ics_over_training(
     for norm, label in (("none", "no BN"), ("bnlib", "BN")):
         seed_everything(seed)
         model = deep_linear_network(norm, depth=depth, width=width).to(dev)
-        frame = _measure_ics(
+        frame = _train_measuring_ics(
             model,
             itertools.repeat((x, target)),
             steps=linear_steps,

@@ -28,14 +28,7 @@ from torch import nn
 
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
-from bnlib.engine import (
-    Member,
-    StackedRun,
-    accuracy,
-    batch_indices,
-    preserved_state,
-    train_probing,
-)
+from bnlib.engine import Member, StackedRun, accuracy, batch_indices, preserved_state
 from bnlib.experiments import MEASURES_AT_END, Reproduction, register
 from bnlib.experiments.learning_rate import lr_grid
 from bnlib.landscape import along_gradient, unit_weight_norms
@@ -43,6 +36,7 @@ from bnlib.landscape import effective_lr as effective_rate
 from bnlib.models import MLP, VGG
 from bnlib.norm import BatchNorm, swap_batch_norms
 from bnlib.normalizers import LP_NORMS, LpNorm
+from bnlib.progress import progress_bar
 from bnlib.setups import (
     DEEP_MLP,
     HE_RELU,
@@ -117,6 +111,47 @@ def _problem(
     )
     batches = ((split.x[i], split.y[i]) for i in order)
     return batches, nn.functional.cross_entropy, datasets.load("fashion-mnist", "test", dev)
+
+
+def _train_probing(
+    model: nn.Module,
+    batches: Iterator,
+    *,
+    steps: int,
+    lr: float,
+    weight_decay: float,
+    loss_fn: Callable,
+    log_at: set[int],
+    probe: Callable[[nn.Module, torch.Tensor, torch.Tensor], list[dict]],
+    desc: str,
+) -> tuple[list[dict], bool]:
+    """Plain SGD (``weight_decay`` added to the gradient, as ``torch.optim.SGD``), calling
+    ``probe(model, x, y)`` before the steps in ``log_at`` on the very batch that step
+    trains on. Returns the probe's rows (with ``step``) and whether the loss became
+    non-finite (training stops there)."""
+    rows: list[dict] = []
+    bar = progress_bar(steps, desc)
+    diverged = False
+    for step in range(steps + 1):
+        x, y = next(batches)
+        if step in log_at:
+            rows += [{"step": step, **r} for r in probe(model, x, y)]
+        if step == steps:
+            break
+        model.train()
+        loss = loss_fn(model(x), y)
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p -= lr * (p.grad + weight_decay * p)
+        bar.update()
+    bar.close()
+    return rows, diverged
 
 
 def _scale_invariant_layers(model: nn.Module) -> list[nn.Module]:
@@ -219,18 +254,17 @@ def landscape(
                 for r in along_gradient(m, x, y, step_sizes, loss_fn)
             ]
 
-        rows, diverged_at = train_probing(
+        rows, diverged = _train_probing(
             model,
             batches,
             steps=steps,
             lr=lr,
             weight_decay=weight_decay,
             loss_fn=loss_fn,
-            probe_at=log_at,
+            log_at=log_at,
             probe=probe,
             desc=f"{network} {norm}",
         )
-        diverged = diverged_at is not None
         frame = pd.DataFrame(rows)
         frame["test_accuracy"] = _eval_accuracy(model, test) if test and not diverged else np.nan
         frames.append(frame.assign(network=network, norm=norm, diverged=diverged))
@@ -322,17 +356,17 @@ def lp_normalization(
                 ]
             return rows
 
-        rows, diverged_at = train_probing(
+        rows, diverged = _train_probing(
             model,
             batches,
             steps=steps,
             lr=lr,
+            weight_decay=0.0,
             loss_fn=loss_fn,
-            probe_at=log_at,
+            log_at=log_at,
             probe=probe,
             desc=f"VGG {norm} seed {seed}",
         )
-        diverged = diverged_at is not None
         frame = pd.DataFrame(rows)
         frame["test_accuracy"] = np.nan if diverged else _eval_accuracy(model, test)
         frame["train_accuracy"] = np.nan if diverged else _eval_accuracy(model, train_sample)
