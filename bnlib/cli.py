@@ -262,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from bnlib.bench import run_benchmarks
 
+        if args.output and Path(args.output).is_dir():
+            raise ValueError(
+                f"--output {args.output} is a folder; give a file in it, e.g. "
+                f"{Path(args.output) / 'BENCHMARKS.md'} (checked before the benchmark runs)"
+            )
         if args.output and not Path(args.output).resolve().parent.is_dir():
             raise ValueError(
                 f"--output {args.output}: folder {Path(args.output).resolve().parent} does not "

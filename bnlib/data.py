@@ -13,7 +13,9 @@ torchvision when a network is reachable.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,7 +27,9 @@ __all__ = [
     "DatasetNotFoundError",
     "Split",
     "data_root",
+    "FILE_MD5",
     "load",
+    "verify_files",
     "normalization",
     "to_pixels",
     "from_pixels",
@@ -162,6 +166,63 @@ def _load_cpu(key: str, split: str, root: str, download: bool) -> tuple[torch.Te
         )
     pixels = images.to(torch.float32).div_(255.0).unsqueeze(1)
     return from_pixels(pixels, key), labels.to(torch.int64)
+
+
+#: MD5 of each dataset's files as :func:`load` reads them (torchvision's layout, the
+#: archives unpacked). torchvision lists the MD5 of the archives (``MNIST.resources``);
+#: these are of the files inside them, computed from archives that match that list
+#: (``tests/test_data.py`` checks both where the archives are present).
+FILE_MD5: dict[str, dict[str, str]] = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def verify_files(names: Sequence[str] | None = None) -> None:
+    """Check that the dataset files under :func:`data_root` are the published ones.
+
+    A file with a valid header but other contents (random pixels, another dataset's
+    images copied into this dataset's folder) loads without error and trains; only its
+    checksum tells. Files that are absent are not checked (:func:`load` says what is
+    missing). Each file is read once per process while its size and time are unchanged.
+
+    Args:
+        names: the datasets (default: every one in :data:`DATASETS`).
+
+    Raises:
+        CorruptDatasetError: a file's MD5 is not the published one; the message names the
+            file and the fix.
+    """
+    root = data_root()
+    for key in names or DATASETS:
+        key, spec = _spec(key)
+        for filename, expected in FILE_MD5[key].items():
+            path = root / spec.folder / "raw" / filename
+            if not path.is_file():
+                continue
+            stat = path.stat()
+            mark = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if mark in _VERIFIED:
+                continue
+            if hashlib.md5(path.read_bytes()).hexdigest() != expected:
+                raise CorruptDatasetError(
+                    f"{path} is not the published {key} file (its MD5 checksum differs): "
+                    "it was changed, or holds another dataset. Fix: delete "
+                    f"{path.parent} and download again, or restore the original files"
+                )
+            _VERIFIED.add(mark)
 
 
 def load(

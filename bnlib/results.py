@@ -315,7 +315,7 @@ def _problem(meta: object, frame: pd.DataFrame, expected: dict) -> str | None:
 def check_stored(result: Result, expected: dict | None = None) -> str | None:
     """What is wrong with a stored result, or ``None``: its JSON's keys and types (and the
     ``expected`` values of some keys), its row count, its data's checksum (``data_sha256``,
-    where recorded), and its key against the experiment, config and code hash the JSON
+    which must be there), and its key against the experiment, config and code hash the JSON
     names (an edited config keeps no key)."""
     meta = result.meta
     problem = _problem(meta, result.frame, expected or {})
@@ -329,7 +329,9 @@ def check_stored(result: Result, expected: dict | None = None) -> str | None:
                 f"its JSON names ({key}): the JSON was edited"
             )
     recorded = meta.get("data_sha256")
-    if recorded is not None and data_checksum(result.path) != recorded:
+    if recorded is None:  # every result bnlib stores records it: taken away, it hid an edit
+        return "its JSON records no data_sha256, the checksum of its parquet: it was edited"
+    if data_checksum(result.path) != recorded:
         return "its parquet is not the one its JSON names (the checksum differs): it was edited"
     return None
 

@@ -200,6 +200,17 @@ def _edit_config(result):
     meta_path.write_text(json.dumps(meta))
 
 
+def _edit_data_without_its_checksum(result):
+    """Change the data and delete the checksum that would have shown it."""
+    frame = result.frame.copy()
+    frame[frame.columns[-1]] = 999
+    frame.to_parquet(result.path)
+    meta_path = result.path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["data_sha256"]
+    meta_path.write_text(json.dumps(meta))
+
+
 @pytest.mark.parametrize(
     ("edit", "problem"),
     [
@@ -209,6 +220,7 @@ def _edit_config(result):
         (_edit_config, "the JSON was edited"),
         (lambda r: r.path.with_suffix(".json").write_text("[1, 2]"), "not an object"),
         (lambda r: (r.path.parent / "notes.json").write_text("{}"), "cannot be read"),
+        (_edit_data_without_its_checksum, "records no data_sha256"),
     ],
 )
 def test_an_edited_committed_full_result_is_never_served(results, edit, problem):

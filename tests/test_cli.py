@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,21 @@ def test_corrupt_data_is_a_clear_error(tmp_path, monkeypatch, capsys, data_root)
     monkeypatch.setenv("BNLIB_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("BNLIB_DOWNLOAD", "0")
     assert main(["run", "transform_stages", "--device", "cpu"]) == 2
-    _assert_clear_error(capsys, "cannot be read", f"delete {raw}")
+    _assert_clear_error(capsys, "is not the published mnist file", f"delete {raw}")
+
+
+def test_data_that_load_but_are_not_the_published_files_stop_a_run(
+    tmp_path, monkeypatch, capsys, data_root, results
+):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in (data_root / "FashionMNIST" / "raw").glob("*-ubyte"):  # the wrong dataset
+        shutil.copy(source, raw / source.name)
+    monkeypatch.setenv("BNLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("BNLIB_DOWNLOAD", "0")
+    assert main(["run", "transform_stages", "--profile", "smoke", "--device", "cpu"]) == 2
+    _assert_clear_error(capsys, "is not the published mnist file")
+    assert not list(results.rglob("*.parquet"))  # nothing computed, nothing stored
 
 
 def test_module_entry_point():
@@ -189,6 +204,21 @@ def test_bench_refuses_an_output_in_a_missing_folder_before_running(tmp_path, ca
     missing = tmp_path / "no" / "such" / "bench.md"
     assert main(["bench", "--quick", "--output", str(missing)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bench_refuses_a_folder_as_its_output_before_running(tmp_path, capsys):
+    start = time.monotonic()
+    assert main(["bench", "--quick", "--output", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert time.monotonic() - start < 10  # refused before the benchmark ran
+
+
+@pytest.mark.parametrize("setting", ["seeds=[0, 0]", 'norms=["bn", "none", "bn"]'])
+def test_a_sweep_value_given_twice_is_refused(setting, capsys, results):
+    name = "ioffe_figure1" if setting.startswith("seeds") else "small_batches"
+    assert main(["run", name, "--profile", "smoke", "--set", setting]) == 2
+    _assert_clear_error(capsys, "more than once")
+    assert not (results / "smoke").exists()
 
 
 def test_run_all_on_ray_with_nothing_to_run_starts_no_ray(monkeypatch, capsys):

@@ -225,3 +225,11 @@ def test_sigmoid_saturation_refuses_a_spread_or_grid_it_cannot_draw(kwargs, mess
     """Issue 32's case: negative densities (std=-1) and all NaN (std=0) were stored."""
     with pytest.raises(ValueError, match=message):
         experiments.sigmoid_saturation(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": -0.5}, {"lr": float("nan")}, {"linear_lr": 0.0}])
+def test_ics_over_training_refuses_a_bad_rate_before_training(kwargs):
+    from bnlib.experiments.covariate_shift import ics_over_training
+
+    with pytest.raises((TypeError, ValueError), match="lr"):
+        ics_over_training(mlp_steps=2, linear_steps=2, points=2, **kwargs)

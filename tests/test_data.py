@@ -84,3 +84,54 @@ def test_a_name_that_is_not_a_string_lists_the_datasets():
         data.load(None)
     with pytest.raises(TypeError, match="'fashion-mnist', 'mnist'"):
         data.load(1)
+
+
+def _copy_raw(data_root, tmp_path, folder: str = "MNIST"):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in (data_root / folder / "raw").glob("*-ubyte"):  # not the .gz archives
+        shutil.copy(source, raw / source.name)
+    return raw
+
+
+def test_the_published_files_pass_and_a_changed_one_is_named(tmp_path, monkeypatch, data_root):
+    monkeypatch.setenv("BNLIB_DATA", str(data_root))
+    data.verify_files()  # the shared data are the published files
+    raw = _copy_raw(data_root, tmp_path)
+    images = raw / "train-images-idx3-ubyte"
+    header = images.read_bytes()[:16]  # a valid header, random pixels: torchvision loads it
+    noise = torch.randint(0, 256, (60_000 * 28 * 28,), dtype=torch.uint8).numpy().tobytes()
+    images.write_bytes(header + noise)
+    monkeypatch.setenv("BNLIB_DATA", str(tmp_path))
+    assert data.load("mnist", "train", download=False).x.shape == (60_000, 1, 28, 28)
+    with pytest.raises(data.CorruptDatasetError, match="train-images-idx3-ubyte is not the"):
+        data.verify_files(["mnist"])
+
+
+def test_another_datasets_files_are_not_taken_for_mnist(tmp_path, monkeypatch, data_root):
+    _copy_raw(data_root, tmp_path, folder="FashionMNIST")  # Fashion-MNIST in MNIST/raw
+    monkeypatch.setenv("BNLIB_DATA", str(tmp_path))
+    with pytest.raises(data.CorruptDatasetError, match="not the published mnist file"):
+        data.verify_files()
+
+
+def test_the_checksums_are_of_the_archives_torchvision_lists(data_root):
+    import gzip
+    import hashlib
+
+    import torchvision
+
+    checked = 0
+    for key, spec in data.DATASETS.items():
+        resources = dict(getattr(torchvision.datasets, spec.torchvision_class).resources)
+        for archive, archive_md5 in resources.items():
+            path = data_root / spec.folder / "raw" / archive
+            if not path.is_file():
+                continue
+            packed = path.read_bytes()
+            assert hashlib.md5(packed).hexdigest() == archive_md5, path
+            inside = hashlib.md5(gzip.decompress(packed)).hexdigest()
+            assert inside == data.FILE_MD5[key][archive.removesuffix(".gz")], path
+            checked += 1
+    if not checked:
+        pytest.skip("no archives under the data root to check the table against")

@@ -101,3 +101,14 @@ def test_effective_lr_starts_at_the_learning_rate_over_the_he_norm():
     # He with gain sqrt(2) on a fan-in of n: a unit's norm is about sqrt(2); 784 inputs first
     assert start["weight_norm"].between(1.3, 1.5).all()
     np.testing.assert_allclose(start["effective_lr"], start["lr"] / start["weight_norm"] ** 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"lr": -0.1}, "lr"), ({"lr": float("nan")}, "lr"), ({"weight_decay": -1.0}, "weight_decay")],
+)
+def test_landscape_refuses_a_bad_rate_before_training(kwargs, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        exp.landscape(network="mlp", norms=("bn",), steps=2, points=2, count=2, **kwargs)
+    with pytest.raises((TypeError, ValueError), match="lr"):
+        exp.lp_normalization(norms=("bn",), steps=2, points=2, lr=-0.1)

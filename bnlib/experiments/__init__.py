@@ -270,6 +270,11 @@ def run(
     where: dict = {}
 
     def computed() -> pd.DataFrame:
+        # data that load but are not the published files would train and be stored under
+        # the published data's key: checked before any computation
+        from bnlib.data import verify_files
+
+        verify_files()
         if compute is None:
             return experiment.call(config, device)
         frame, record = compute(name, config, device if takes_device else None)
@@ -345,10 +350,19 @@ def check_arguments(name: str, arguments: dict) -> dict:
     except Exception:  # annotations that cannot be resolved here: check names only
         hints = {}
     checked = {}
+    sweeps = {"seeds", *get(name).shard_on}  # each value is its own runs: one of each
     for key, value in arguments.items():
         if key not in parameters:
             raise ValueError(f"{name} has no argument {key!r}; it takes {', '.join(parameters)}")
         checked[key] = _check_value(name, key, value, hints.get(key))
+        if key in sweeps and isinstance(checked[key], list):
+            repeated = sorted({repr(v) for v in checked[key] if checked[key].count(v) > 1})
+            if repeated:
+                raise ValueError(
+                    f"{name}: {key} holds {', '.join(repeated)} more than once; each value is "
+                    "a run of its own, and a repeat would count the same run twice in every "
+                    "mean and spread. Give each value once"
+                )
     return checked
 
 

@@ -279,6 +279,8 @@ def ics_over_training(
     for name, value in (("mlp_steps", mlp_steps), ("linear_steps", linear_steps)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    arguments.check_number(lr, "lr", above=0)
+    arguments.check_number(linear_lr, "linear_lr", above=0)
     dev = pick_device(device)
     frames = []
     train_split = datasets.load("mnist", "train", dev)

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from bnlib import arguments
 from bnlib import data as datasets
 from bnlib.device import pick_device, seed_everything
 from bnlib.engine import Member, StackedRun, accuracy, batch_indices, preserved_state
@@ -235,6 +236,8 @@ def landscape(
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    arguments.check_number(lr, "lr", above=0)
+    arguments.check_number(weight_decay, "weight_decay", low=0)
     if not 0 < factors[0] < factors[1]:
         raise ValueError(f"factors must be (low, high) with 0 < low < high, got {factors}")
     dev = pick_device(device)
@@ -321,6 +324,7 @@ def lp_normalization(
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    arguments.check_number(lr, "lr", above=0)
     dev = pick_device(device)
     log_at = {int(round(s)) for s in np.linspace(0, steps, points)}
     train = datasets.load("fashion-mnist", "train", dev)
