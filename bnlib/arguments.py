@@ -90,6 +90,11 @@ def check_whole_numbers(
         check_whole_number(value, name.format(i), low, high, note)
 
 
+#: The largest float32: a number beyond it cannot reach a float32 computation (torch's
+#: optimizers refuse such a learning rate with an overflow error deep inside a step).
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def check_number(
     value: object,
     name: str,
@@ -113,7 +118,7 @@ def check_number(
 
     Raises:
         TypeError: not a real number (the message suggests one).
-        ValueError: NaN, infinite, or out of range.
+        ValueError: NaN, infinite, beyond float32's range, or out of range.
     """
     if value is None and allow_none:
         return
@@ -135,6 +140,11 @@ def check_number(
         raise ValueError(f"{name} must be a number, got NaN")
     if math.isinf(value) and not allow_inf:
         raise ValueError(f"{name} must be finite, got {value}")
+    if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+        raise ValueError(
+            f"{name} must be within float32's range (at most {FLOAT32_MAX:.3g} in size), the "
+            f"precision bnlib computes in, got {value:g}"
+        )
     bounds = [
         f">= {low}" if low is not None and value < low else "",
         f"<= {high}" if high is not None and value > high else "",

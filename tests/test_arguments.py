@@ -29,7 +29,7 @@ ALLOWED_CALLS = {
     "whole_number", "check_whole_number", "check_number", "_within", "len", "enumerate",
     "isinstance", "float", "int", "round", "max", "any", "type", "repr", "TypeError", "ValueError",
     "math.isnan", "math.isinf", "math.isfinite", "format", "join", "strip", "lstrip",
-    "isdigit",
+    "isdigit", "abs",
 }  # fmt: skip
 
 
@@ -108,3 +108,11 @@ def test_a_sequence_of_whole_numbers_tells_a_digit_string_its_int():
         TypeError, match=r"members\[1\]\.seed must be a whole number .* pass members\[1\]\.seed=1"
     ):
         arguments.check_whole_numbers([0, "1"], "members[{}].seed", low=0)
+
+
+def test_a_number_beyond_float32_is_refused_with_its_reason():
+    from bnlib.arguments import check_number
+
+    check_number(3e38, "lr", above=0)
+    with pytest.raises(ValueError, match="lr must be within float32's range"):
+        check_number(1e308, "lr", above=0)
