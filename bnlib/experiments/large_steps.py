@@ -81,7 +81,16 @@ def _blocks(model: ResNet) -> dict[int, torch.nn.Module]:
     },
     quick={"depths": [20, 56, 110], "inits": ["he", "he-fan-in"]},
     full={"depths": [20, 56, 110], "inits": ["he", "he-fan-in"], "seeds": [0, 1, 2]},
-    reproduce=Reproduction(subset={"depths": [20], "inits": ["he"], "seeds": [0]}),
+    reproduce=Reproduction(
+        subset={"depths": [20], "inits": ["he"], "seeds": [0]},
+        prefix=None,
+        why=(
+            "its probes follow a few training steps, which amplify float32 differences "
+            "between CPUs: on a Zen 3 CPU with AVX2 only, the committed result's first rows "
+            "come out up to 10% apart at batch 7 (0.8% at batch 4, 4e-4 at batch 1) by the "
+            "code that computed it, so its first steps are no check; its code hash is"
+        ),
+    ),
 )
 def relative_loss(
     depths: Sequence[int] = (20, 56),
@@ -238,7 +247,15 @@ _LARGE_BN_STEP = {"norms": ["torch"], "step_size": 1.0}
     smoke={**_ALONG_SMOKE, **_LARGE_BN_STEP},
     quick={**_ALONG_QUICK, **_LARGE_BN_STEP},
     full={**_ALONG_FULL, **_LARGE_BN_STEP},
-    reproduce=Reproduction(subset={"fractions": 2}),
+    reproduce=Reproduction(
+        subset={"fractions": 2},
+        rtol=1e-2,
+        why=(
+            "a step of size 1 through 110 BN layers amplifies float32 differences between "
+            "CPUs: on a Zen 3 CPU with AVX2 only, the code that computed the committed result "
+            "gives values up to 0.5% apart from it; the tolerance is twice that"
+        ),
+    ),
 )
 def activations_along_step(
     depth: int = 110,
